@@ -1,0 +1,264 @@
+"""`params.yaml` -> typed, validated dataclasses.
+
+Every section of `params.yaml` is a dataclass below. Loading is strict: an unknown key, a missing
+key, or a value of the wrong type is an error that names the key (`scoring.treshold: unknown
+key; did you mean 'threshold'?`). A float must be written with a decimal point or exponent that
+YAML 1.1 recognises (`1.0e-4`, not `1e-4`): PyYAML reads `1e-4` as a string, and this loader then
+refuses it instead of passing a string on.
+"""
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params file does not match the schema; the message names the offending key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training GTs come from and at what size."""
+
+    source: str  # "synthetic" (the procedural world) or "folder" (aligned faces in `folder`)
+    folder: str  # folder of aligned face images when source == "folder"
+    resolution: int  # square side in pixels of every image in the pipeline
+    num_train: int  # synthetic GTs (ignored for folders: every readable image is used)
+    num_holdout: int  # held-out GTs never trained on (synthetic), or images held out of a folder
+    seed: int  # world seed: every synthetic face is a function of (seed, split, index)
+    workers: int  # processes used to generate or ingest images
+
+    def validate(self) -> None:
+        _choice("data.source", self.source, ("synthetic", "folder"))
+        _range("data.resolution", self.resolution, 16, 2048)
+        if self.source == "folder" and not self.folder:
+            raise ConfigError("data.folder: must name a folder when data.source is 'folder'")
+        _range("data.num_train", self.num_train, 1, 10_000_000)
+        _range("data.num_holdout", self.num_holdout, 1, 10_000_000)
+        _range("data.workers", self.workers, 1, 256)
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """The synthetic capture degradation and the target distribution of GT true quality."""
+
+    clean_fraction: float
+    peak: float
+    peak_width: float
+    tail_fraction: float
+    tail_low: float
+    max_blur_sigma: float  # at severity 1, in 512 px units
+    max_noise: float  # Gaussian sigma x/255 at severity 1
+    min_jpeg: int  # JPEG quality at severity 1
+
+    def validate(self) -> None:
+        for k in ("clean_fraction", "peak", "tail_fraction", "tail_low"):
+            _range(f"capture.{k}", getattr(self, k), 0.0, 1.0)
+        if self.clean_fraction + self.tail_fraction > 1:
+            raise ConfigError("capture: clean_fraction + tail_fraction must be <= 1")
+        _range("capture.min_jpeg", self.min_jpeg, 1, 100)
+
+
+@dataclass(frozen=True)
+class DegradeConfig:
+    """LQ degradation ranges at 512 px (SPEC 1.4); scaled by resolution/512 where applied."""
+
+    blur_kernel_size: int
+    blur_sigma: list[float]
+    aniso_prob: float
+    downsample: list[float]
+    noise: list[float]
+    jpeg: list[int]
+    colour_jitter_prob: float
+    gray_prob: float
+
+    def validate(self) -> None:
+        for k in ("blur_sigma", "downsample", "noise", "jpeg"):
+            v = getattr(self, k)
+            if len(v) != 2 or v[0] > v[1]:
+                raise ConfigError(f"degrade.{k}: must be [low, high] with low <= high, got {v}")
+        _range("degrade.jpeg", self.jpeg[0], 1, 100)
+        _range("degrade.jpeg", self.jpeg[1], 1, 100)
+        for k in ("aniso_prob", "colour_jitter_prob", "gray_prob"):
+            _range(f"degrade.{k}", getattr(self, k), 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class TestsetConfig:
+    """Seeded LQ/HQ test pairs (CelebA-Test style) and real LQ folders without GT."""
+
+    hq_folder: str  # HQ images to degrade; "" = fresh synthetic faces of the `test` split
+    num: int  # synthetic test faces (ignored when hq_folder is set)
+    seed: int  # degradation seed: LQ i uses default_rng([seed, i])
+    lq_folders: dict[str, str]  # name -> folder of real LQ faces (no GT)
+    expected_counts: dict[str, int]  # name -> number of images the set must hold (0 = unchecked)
+
+    def validate(self) -> None:
+        _range("testset.num", self.num, 1, 1_000_000)
+
+
+@dataclass(frozen=True)
+class IqaConfig:
+    """Labelled (synthetic) or ranking (folder) data for the learned NR-IQA prior."""
+
+    num_train: int
+    num_val: int
+    num_unseen: int  # split whose degradation mixture the prior never sees in training
+    rank_levels: int  # distortion levels per type for the ranking objective on real folders
+
+    def validate(self) -> None:
+        for k in ("num_train", "num_val", "num_unseen"):
+            _range(f"iqa.{k}", getattr(self, k), 1, 10_000_000)
+        _range("iqa.rank_levels", self.rank_levels, 2, 20)
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """The compact learned NR-IQA network and its training."""
+
+    width: int  # channels of the first conv stage (doubled at each of 4 stages, capped at 8x)
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+
+    def validate(self) -> None:
+        _range("prior.width", self.width, 4, 512)
+        _range("prior.epochs", self.epochs, 1, 10_000)
+        _range("prior.batch_size", self.batch_size, 2, 4096)
+        _range("prior.lr", self.lr, 1e-8, 1.0)
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """The quality prior: which NR-IQA metrics form the ensemble S, the gate, reference metrics."""
+
+    metrics: list[str]  # ensemble members: "learned" or pyiqa metric names
+    reference_metrics: list[str]  # scored and reported beside the prior, never in the ensemble
+    reference_count: int  # images scored by the reference metrics (they are slow)
+    reference_size: int  # images smaller than this are bicubic-upsampled for reference metrics
+    threshold: float  # S_thr on the normalised ensemble score
+    strict_fraction: float  # the stricter gate keeps the top fraction (ablation)
+    batch_size: int
+    offline: bool  # never try the hub: a missing weight file is an immediate, explicit error
+
+    def validate(self) -> None:
+        if not self.metrics:
+            raise ConfigError("scoring.metrics: name at least one metric")
+        _range("scoring.threshold", self.threshold, 0.0, 1.0)
+        _range("scoring.strict_fraction", self.strict_fraction, 0.0, 1.0)
+        _range("scoring.batch_size", self.batch_size, 1, 4096)
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole params file."""
+
+    data: DataConfig
+    capture: CaptureConfig
+    degrade: DegradeConfig
+    testset: TestsetConfig
+    iqa: IqaConfig
+    prior: PriorConfig
+    scoring: ScoringConfig
+
+    def validate(self) -> None:
+        for f in fields(self):
+            getattr(self, f.name).validate()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+
+
+def _range(key: str, value, lo, hi) -> None:
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key}: {value!r} is outside [{lo}, {hi}]")
+
+
+def _convert(key: str, tp, value):
+    """Check `value` against the annotation `tp`, converting ints to floats where a float is due."""
+    origin = typing.get_origin(tp)
+    if is_dataclass(tp):
+        return build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(f"{key}[{i}]", item, v) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        kt, vt = typing.get_args(tp)
+        return {_convert(f"{key} key", kt, k): _convert(f"{key}.{k}", vt, v) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(key, arg, value)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} matches none of {tp}")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            hint = " (write floats as 1.0e-4, not 1e-4: YAML 1.1 reads the latter as a string)" \
+                if isinstance(value, str) else ""
+            raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}{hint}")
+        return float(value)
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+    if tp in (str, bool) and not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def build(cls, raw: dict, prefix: str = ""):
+    """Build dataclass `cls` from a mapping, refusing unknown and missing keys."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'params'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for k in raw:
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {names}"
+            raise ConfigError(f"{prefix + '.' if prefix else ''}{k}: unknown key{hint}")
+    kwargs = {}
+    for f in fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name not in raw:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ConfigError(f"{key}: missing")
+            continue
+        kwargs[f.name] = _convert(key, hints[f.name], raw[f.name])
+    return cls(**kwargs)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file (the default profile lives in `params.yaml`)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such params file")
+    with open(path) as fh:
+        raw = yaml.safe_load(fh)
+    params = build(Params, raw)
+    params.validate()
+    return params
+
+
+def section(params: Params, name: str):
+    """One named section of the params (raises ConfigError for an unknown name)."""
+    if name not in {f.name for f in fields(Params)}:
+        raise ConfigError(f"{name}: unknown params section")
+    return getattr(params, name)
+
+
+SECTIONS = tuple(f.name for f in fields(Params))

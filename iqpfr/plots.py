@@ -1,0 +1,102 @@
+"""Figures for the notebooks. Each function draws one figure, saves it (PNG) and returns it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .data import load_png  # noqa: E402
+
+BINS = np.linspace(0, 1, 11)
+
+
+def _save(fig, path: str | Path | None):
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def score_histograms(df: pd.DataFrame, columns: dict[str, str], threshold: float, path=None):
+    """10-bin histograms (fraction of images per bin) of normalised scores, one panel per column.
+
+    columns: column name -> panel title. The threshold S_thr is drawn as a dashed line.
+    """
+    fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.2), squeeze=False)
+    for ax, (col, title) in zip(axes[0], columns.items()):
+        counts, _ = np.histogram(df[col], bins=BINS)
+        ax.bar(BINS[:-1] + 0.05, counts / len(df), width=0.09, color=sns.color_palette()[0])
+        for x, c in zip(BINS[:-1] + 0.05, counts):
+            ax.text(x, c / len(df), str(c), ha="center", va="bottom", fontsize=7)
+        ax.axvline(threshold, ls="--", color="crimson", lw=1)
+        ax.set(title=title, xlabel="score (0 = worst, 1 = best)", ylabel="fraction of images", xlim=(0, 1))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def scatter_vs_truth(tables: dict[str, pd.DataFrame], columns: dict[str, str], spearman: dict, path=None):
+    """Scatter of metric scores (rows: metrics) against true quality (columns: sets)."""
+    sets, cols = list(tables), list(columns)
+    fig, axes = plt.subplots(len(cols), len(sets), figsize=(3.4 * len(sets), 3 * len(cols)), squeeze=False)
+    for i, col in enumerate(cols):
+        for j, name in enumerate(sets):
+            ax, df = axes[i][j], tables[name]
+            ax.scatter(df["true_quality"], df[col], s=5, alpha=0.5)
+            rho = spearman.get((col, name), float("nan"))
+            ax.set_title(f"{columns[col]} | {name}\nSpearman {rho:+.3f}", fontsize=9)
+            ax.set_xlabel("true quality (SSIM to oracle)")
+            ax.set_ylabel("raw score")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def examples_per_bin(df: pd.DataFrame, set_dir: str | Path, score_col: str = "S", per_bin: int = 4, path=None):
+    """A grid: one column per score bin (0..9), up to `per_bin` images each, with their scores."""
+    set_dir = Path(set_dir)
+    fig, axes = plt.subplots(per_bin, 10, figsize=(13, 1.45 * per_bin), squeeze=False)
+    for b in range(10):
+        rows = df[(df[score_col] >= b / 10) & (df[score_col] < (b + 1) / 10 + (b == 9))].head(per_bin)
+        axes[0][b].set_title(f"bin {b}\n[{b / 10:.1f}, {(b + 1) / 10:.1f})", fontsize=8)
+        for r in range(per_bin):
+            ax = axes[r][b]
+            ax.axis("off")
+            if r < len(rows):
+                rec = rows.iloc[r]
+                ax.imshow(load_png(set_dir / rec["file"]))
+                ax.text(0.02, 0.02, f"{rec[score_col]:.2f}", color="w", fontsize=7, transform=ax.transAxes,
+                        bbox={"facecolor": "k", "alpha": 0.5, "pad": 1, "lw": 0})
+    fig.tight_layout(pad=0.3)
+    return _save(fig, path)
+
+
+def training_history(history: pd.DataFrame, path=None):
+    """Loss and validation Spearman per epoch of the learned prior."""
+    rho_cols = [c for c in history if c.startswith("spearman_")]
+    fig, axes = plt.subplots(1, 1 + bool(rho_cols), figsize=(4.5 * (1 + bool(rho_cols)), 3), squeeze=False)
+    axes[0][0].plot(history["epoch"], history["loss"], marker="o")
+    axes[0][0].set(xlabel="epoch", ylabel="training loss", title="learned NR-IQA: loss")
+    for c in rho_cols:
+        axes[0][1].plot(history["epoch"], history[c], marker="o", label=c.removeprefix("spearman_"))
+    if rho_cols:
+        axes[0][1].axhline(0.85, ls="--", color="grey", lw=1)
+        axes[0][1].set(xlabel="epoch", ylabel="Spearman with true quality", title="validation", ylim=(0, 1))
+        axes[0][1].legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def image_row(images: list[np.ndarray], titles: list[str], path=None):
+    """Images side by side with titles."""
+    fig, axes = plt.subplots(1, len(images), figsize=(1.8 * len(images), 2.1), squeeze=False)
+    for ax, img, t in zip(axes[0], images, titles):
+        ax.imshow(np.clip(img, 0, 1))
+        ax.set_title(t, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout(pad=0.3)
+    return _save(fig, path)

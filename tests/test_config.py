@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import yaml
+
+from iqpfr.config import ConfigError, Params, build, load_params
+
+
+def _raw(root, name="params.yaml"):
+    return yaml.safe_load((root / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "profiles/default.yaml", "profiles/tiny.yaml", "profiles/paper.yaml"])
+def test_profiles_validate(root, name):
+    p = load_params(root / name)
+    assert isinstance(p, Params)
+
+
+def test_params_is_default_profile(root):
+    assert (root / "params.yaml").read_text() == (root / "profiles" / "default.yaml").read_text()
+
+
+def test_profiles_share_every_key(root):
+    def keys(d, prefix=""):
+        return {prefix + k for k in d} | {x for k, v in d.items() if isinstance(v, dict) and k not in ("lq_folders", "expected_counts")
+                                          for x in keys(v, prefix + k + ".")}
+    ref = keys(_raw(root))
+    for name in ("profiles/tiny.yaml", "profiles/paper.yaml"):
+        assert keys(_raw(root, name)) == ref, name
+
+
+def test_unknown_key_is_named(root):
+    raw = _raw(root)
+    raw["scoring"]["treshold"] = raw["scoring"].pop("threshold")
+    with pytest.raises(ConfigError, match=r"scoring\.treshold: unknown key; did you mean 'threshold'"):
+        build(Params, raw)
+
+
+def test_unknown_section_and_missing_key(root):
+    raw = _raw(root)
+    raw["stage9"] = {}
+    with pytest.raises(ConfigError, match="stage9: unknown key"):
+        build(Params, raw)
+    raw = _raw(root)
+    del raw["data"]["resolution"]
+    with pytest.raises(ConfigError, match="data.resolution: missing"):
+        build(Params, raw)
+
+
+def test_mistyped_values_are_named(root):
+    raw = _raw(root)
+    bad = copy.deepcopy(raw)
+    bad["prior"]["lr"] = "1e-3"  # what PyYAML makes of 1e-3
+    with pytest.raises(ConfigError, match=r"prior\.lr: expected a number.*1\.0e-4"):
+        build(Params, bad)
+    bad = copy.deepcopy(raw)
+    bad["data"]["resolution"] = 64.0
+    with pytest.raises(ConfigError, match="data.resolution: expected an integer"):
+        build(Params, bad)
+    bad = copy.deepcopy(raw)
+    bad["degrade"]["jpeg"] = [80, 30]
+    with pytest.raises(ConfigError, match="degrade.jpeg"):
+        build(Params, bad).validate()
+    bad = copy.deepcopy(raw)
+    bad["data"]["source"] = "ffhq"
+    with pytest.raises(ConfigError, match="data.source"):
+        build(Params, bad).validate()
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "profiles/tiny.yaml", "profiles/paper.yaml"])
+def test_pyyaml_and_dvc_parsers_agree(root, name):
+    from dvc.utils.serialize import parse_yaml
+
+    text = (root / name).read_text()
+    assert yaml.safe_load(text) == parse_yaml(text, name)
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "profiles/tiny.yaml", "profiles/paper.yaml"])
+def test_floats_have_a_decimal_point(root, name):
+    # 1e-4 style literals are strings to PyYAML: forbid them outright
+    for line in (root / name).read_text().splitlines():
+        value = line.split("#")[0]
+        assert not re.search(r"(?<![\w.])\d+e[-+]?\d+", value), line

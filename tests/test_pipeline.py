@@ -1,0 +1,80 @@
+"""Pipeline consistency: dvc.yaml against the code, clean notebooks, environment files."""
+from __future__ import annotations
+
+import json
+import re
+
+import nbformat
+import pytest
+import tomllib
+import yaml
+
+from iqpfr.cli import STAGES
+from iqpfr.notebook import parameter_names
+
+
+@pytest.fixture(scope="module")
+def dvc_stages(root):
+    return yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+
+
+def test_cli_stages_list_exactly_their_sections(dvc_stages):
+    for name, (_, sections) in STAGES.items():
+        stage = dvc_stages[name]
+        assert stage["cmd"] == f"iqpfr stage {name}"
+        assert sorted(stage["params"]) == sorted(sections), name
+
+
+def test_notebook_stages_list_exactly_their_parameters(root, dvc_stages):
+    notebook_stages = {n: s for n, s in dvc_stages.items() if "iqpfr.notebook" in s["cmd"]}
+    assert notebook_stages, "no notebook stage found"
+    for name, stage in notebook_stages.items():
+        m = re.fullmatch(r"python -m iqpfr\.notebook (\S+\.ipynb) (reports/\S+\.ipynb)", stage["cmd"])
+        assert m, stage["cmd"]
+        src, dst = m.groups()
+        assert sorted(stage["params"]) == sorted(parameter_names(root / src)), name
+        assert src in stage["deps"]
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
+        assert dst in outs
+
+
+def test_every_stage_is_covered(dvc_stages):
+    unknown = [n for n, s in dvc_stages.items() if n not in STAGES and "iqpfr.notebook" not in s["cmd"]]
+    assert not unknown
+
+
+def test_no_stage_depends_on_an_executed_notebook(dvc_stages):
+    for name, stage in dvc_stages.items():
+        assert not any(str(d).startswith("reports/") and str(d).endswith(".ipynb") for d in stage.get("deps", [])), name
+
+
+def test_source_notebooks_are_clean(root):
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, path.name
+        assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_environment_yml_agrees_with_pyproject(root):
+    env = yaml.safe_load((root / "environment.yml").read_text())
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    python = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python")]
+    assert python == ["python=3.11"]
+    assert "3.11" in project["requires-python"] and "<3.12" in project["requires-python"]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert any(p.startswith("-e .") for p in pip), "environment.yml must install the project itself"
+    pinned = {d for d in project["dependencies"] if re.search(r"[=<>]", d)}
+    for pin in pinned:  # conda users get the same pins (torch, torchvision, opencv, setuptools)
+        assert pin in pip, pin
+
+
+def test_readme_starts_with_two_commands(root):
+    text = (root / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
+    assert "dvc repro" in blocks[0]
+    assert "pytest" in blocks[1]
+    ci = (root / ".ci" / "run").read_text()
+    assert "pytest" in ci

@@ -1,0 +1,59 @@
+"""The tiny profile end to end: CLI stages, then the scoring notebook through papermill."""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from iqpfr import data, pipeline
+from iqpfr.config import load_params
+
+
+def test_world_and_iqa_sets(tiny_project):
+    train = data.read_manifest(tiny_project / "data/world/train")
+    assert len(train) == 48
+    assert {"sha256", "true_quality", "oracle_file", "lm0_x", "seed", "severity"} <= set(train.columns)
+    for split in ("train", "val", "unseen"):
+        assert (tiny_project / "data/iqa" / split / "manifest.csv").exists()
+    # the IQA sets and the training GTs never share a face
+    iqa = pd.concat([data.read_manifest(tiny_project / "data/iqa" / s) for s in ("train", "val", "unseen")])
+    assert not set(iqa["seed"]) & set(train["seed"])
+
+
+def test_testset_pairs(tiny_project):
+    pairs = data.read_manifest(tiny_project / "data/testset/pairs")
+    assert len(pairs) == 8
+    assert {"hq_file", "oracle_file", "true_quality", "deg_jpeg_quality"} <= set(pairs.columns)
+    assert (tiny_project / "data/testset/pairs" / pairs["oracle_file"][0]).exists()
+
+
+def test_prior_metrics(tiny_project):
+    m = json.loads((tiny_project / "reports/metrics/train_prior.json").read_text())
+    assert m["mode"] == "regression" and np.isfinite(m["spearman_val"])
+
+
+def test_score_notebook_smoke(tiny_project, in_dir):
+    """Run notebooks/01 through papermill (as `dvc repro` does) on the tiny project."""
+    from iqpfr import notebook
+
+    in_dir(tiny_project)
+    notebook.run("notebooks/01_score_dataset.ipynb", "reports/01_score_dataset.ipynb", "params.yaml")
+    nb = nbformat.read("reports/01_score_dataset.ipynb", as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    summary = json.loads((tiny_project / "reports/metrics/score.json").read_text())
+    assert summary["count_train"] == 48 and sum(summary["bin_counts"]) == 48
+    assert 0 <= summary["fraction_above_threshold"] <= 1
+    assert "spearman_learned_iqa_val" in summary and "spearman_niqe_iqa_val" in summary
+    scores = pd.read_csv(tiny_project / "data/scores/train.csv")
+    assert scores["S"].between(0, 1).all() and scores["S"].min() == 0 and scores["S"].max() == 1
+    assert (scores["gate"] == (scores["S"] > 0.7)).all()
+    for fig in ("01_score_histograms.png", "01_examples_per_bin.png", "01_scores_vs_truth.png"):
+        assert (pipeline.FIGURES / "01" / fig).stat().st_size > 1000
+    # a second run scores nothing new: the cache is keyed by sha256, metric, weights, resolution
+    params = load_params("params.yaml")
+    result = pipeline.score_dataset(params.data, params.scoring)
+    assert sum(result["summary"]["images_scored_this_run"].values()) == 0

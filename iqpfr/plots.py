@@ -1,25 +1,25 @@
-"""Figures for the notebooks. Each function draws one figure, saves it (PNG) and returns it."""
+"""Figures for the notebooks. Each function draws one figure, saves it (PNG) and returns it.
+
+No backend is forced: in Jupyter the inline backend shows the figures in the executed notebook;
+elsewhere matplotlib picks a headless one by itself."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from .data import load_png  # noqa: E402
+from .data import load_png
 
 BINS = np.linspace(0, 1, 11)
 
 
-def _save(fig, path: str | Path | None):
+def _save(fig, path: str | Path | None, dpi: int = 100):
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return fig
 
 
@@ -56,10 +56,10 @@ def scatter_vs_truth(tables: dict[str, pd.DataFrame], columns: dict[str, str], s
     return _save(fig, path)
 
 
-def examples_per_bin(df: pd.DataFrame, set_dir: str | Path, score_col: str = "S", per_bin: int = 4, path=None):
+def examples_per_bin(df: pd.DataFrame, set_dir: str | Path, score_col: str = "S", per_bin: int = 3, path=None):
     """A grid: one column per score bin (0..9), up to `per_bin` images each, with their scores."""
     set_dir = Path(set_dir)
-    fig, axes = plt.subplots(per_bin, 10, figsize=(13, 1.45 * per_bin), squeeze=False)
+    fig, axes = plt.subplots(per_bin, 10, figsize=(10, 1.15 * per_bin), squeeze=False)
     for b in range(10):
         rows = df[(df[score_col] >= b / 10) & (df[score_col] < (b + 1) / 10 + (b == 9))].head(per_bin)
         axes[0][b].set_title(f"bin {b}\n[{b / 10:.1f}, {(b + 1) / 10:.1f})", fontsize=8)
@@ -68,11 +68,11 @@ def examples_per_bin(df: pd.DataFrame, set_dir: str | Path, score_col: str = "S"
             ax.axis("off")
             if r < len(rows):
                 rec = rows.iloc[r]
-                ax.imshow(load_png(set_dir / rec["file"]))
+                ax.imshow(load_png(set_dir / rec["file"]), interpolation="nearest")
                 ax.text(0.02, 0.02, f"{rec[score_col]:.2f}", color="w", fontsize=7, transform=ax.transAxes,
                         bbox={"facecolor": "k", "alpha": 0.5, "pad": 1, "lw": 0})
     fig.tight_layout(pad=0.3)
-    return _save(fig, path)
+    return _save(fig, path, dpi=80)  # noisy thumbnails compress badly: keep the file small
 
 
 def training_history(history: pd.DataFrame, path=None):
@@ -95,8 +95,8 @@ def image_row(images: list[np.ndarray], titles: list[str], path=None):
     """Images side by side with titles."""
     fig, axes = plt.subplots(1, len(images), figsize=(1.8 * len(images), 2.1), squeeze=False)
     for ax, img, t in zip(axes[0], images, titles):
-        ax.imshow(np.clip(img, 0, 1))
+        ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
         ax.set_title(t, fontsize=8)
         ax.axis("off")
     fig.tight_layout(pad=0.3)
-    return _save(fig, path)
+    return _save(fig, path, dpi=80)

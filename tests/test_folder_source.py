@@ -1,0 +1,70 @@
+"""The folder data source end to end on the tiny profile: a user's own aligned faces, with a
+few bad files among them, through ingestion, the ranking-trained prior, test sets and scoring."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from iqpfr import cli, notebook
+from iqpfr.synthfaces import render_face
+
+
+@pytest.fixture(scope="module")
+def folder_project(tmp_path_factory, root):
+    proj = tmp_path_factory.mktemp("folder")
+    faces = proj / "my_faces"
+    faces.mkdir()
+    for i in range(20):  # varied sizes and modes, as a user's folder would be
+        img = (render_face([99, i], 48 + 8 * (i % 3)).image * 255).astype(np.uint8)
+        im = Image.fromarray(img)
+        (im.convert("L") if i == 3 else im).save(faces / f"face_{i:02d}.{'jpg' if i % 4 == 0 else 'png'}")
+    (faces / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    params = yaml.safe_load((root / "profiles" / "tiny.yaml").read_text())
+    params["data"].update(source="folder", folder=str(faces), num_holdout=4)
+    params["testset"].update(lq_folders={"mine": str(faces)}, expected_counts={"mine": 20})
+    (proj / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copytree(root / "notebooks", proj / "notebooks")
+    return proj
+
+
+def test_folder_pipeline(folder_project, in_dir):
+    in_dir(folder_project)
+    for stage in ("world", "iqa_data", "train_prior", "testset"):
+        assert cli.main(["stage", stage]) == 0, stage
+    train = pd.read_csv("data/world/train/manifest.csv")
+    rejects = pd.concat([pd.read_csv(f"data/world/{s}/rejects.csv") for s in ("train", "holdout")])
+    assert len(train) + len(pd.read_csv("data/world/holdout/manifest.csv")) + len(rejects) == 21
+    assert list(rejects["file"].str.rsplit("/", n=1).str[-1]) == ["broken.png"]
+    prior = json.loads(open("reports/metrics/train_prior.json").read())
+    assert prior["mode"] == "ranking" and {"rank_spearman_blur", "rank_spearman_noise"} <= set(prior)
+    assert json.loads(open("reports/metrics/testset.json").read())["mine"] == {"count": 20, "rejected": 1}
+    notebook.run("notebooks/01_score_dataset.ipynb", "reports/01_score_dataset.ipynb", "params.yaml")
+    nb = nbformat.read("reports/01_score_dataset.ipynb", as_version=4)
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    scores = pd.read_csv("data/scores/train.csv")
+    assert scores["S"].between(0, 1).all() and "true_quality" not in scores
+
+
+def test_wrong_expected_count_fails(folder_project, in_dir):
+    in_dir(folder_project)
+    params = yaml.safe_load(open("params.yaml"))
+    params["testset"]["expected_counts"] = {"mine": 407}
+    open("params.yaml", "w").write(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match="holds 20 images; expected 407"):
+        cli.main(["stage", "testset"])
+
+
+def test_params_error_exit_code(tmp_path, in_dir, root, capsys):
+    in_dir(tmp_path)
+    params = yaml.safe_load((root / "profiles" / "tiny.yaml").read_text())
+    params["data"]["resolutoin"] = 64
+    open("params.yaml", "w").write(yaml.safe_dump(params))
+    assert cli.main(["stage", "world"]) == 2
+    assert "data.resolutoin: unknown key; did you mean 'resolution'" in capsys.readouterr().err

@@ -156,6 +156,65 @@ class ScoringConfig:
 
 
 @dataclass(frozen=True)
+class VqganParams:
+    """Stage-I architecture; the fields of `iqpfr.vqgan.VQGANConfig` except the resolution,
+    which comes from `data.resolution` (a test checks the two stay in step)."""
+
+    nf: int
+    ch_mult: list[int]
+    num_res_blocks: int
+    attn_resolutions: list[int]
+    emb_dim: int
+    codebook_size: int
+    beta: float
+    hq_weight: float  # lambda of z_c + lambda * m * z_h
+    fusion: str  # "add" (paper) or "attention" (ablation)
+    fusion_heads: int
+    disc_nf: int
+    disc_layers: int
+
+    def validate(self) -> None:
+        _choice("vqgan.fusion", self.fusion, ("add", "attention"))
+        _range("vqgan.nf", self.nf, 1, 4096)
+        if not self.ch_mult:
+            raise ConfigError("vqgan.ch_mult: give at least one level")
+        _range("vqgan.codebook_size", self.codebook_size, 2, 1_000_000)
+        _range("vqgan.hq_weight", self.hq_weight, 0.0, 10.0)
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    """Stage-I training (SPEC 1.2)."""
+
+    steps: int
+    batch_size: int  # global batch (split over processes under torchrun)
+    lr: float
+    betas: list[float]
+    lr_min_ratio: float  # cosine schedule from lr down to lr * lr_min_ratio
+    codebook_lr_mult: float  # the codebooks' lr is lr * this (codes start near 0, see params.yaml)
+    ema_decay: float  # EMA of the generator's weights
+    perceptual: str  # "lpips" (VGG, needs its weights), "ssim" (pyiqa, training-free) or "none"
+    perceptual_weight: float
+    gan_start: int  # step at which the adversarial loss switches on
+    gan_weight: float  # scale of the adaptive adversarial weight
+    gate: str  # which GTs train H: "threshold" (S > S_thr), "strict" (top fraction), "all", "none"
+    hflip: bool
+    seed: int
+    log_every: int
+    checkpoint_every: int
+    workers: int  # DataLoader worker processes
+
+    def validate(self) -> None:
+        _choice("stage1.perceptual", self.perceptual, ("lpips", "ssim", "none"))
+        _choice("stage1.gate", self.gate, ("threshold", "strict", "all", "none"))
+        _range("stage1.steps", self.steps, 1, 100_000_000)
+        _range("stage1.batch_size", self.batch_size, 1, 100_000)
+        _range("stage1.ema_decay", self.ema_decay, 0.0, 1.0)
+        if len(self.betas) != 2:
+            raise ConfigError("stage1.betas: give two values")
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params file."""
 
@@ -166,6 +225,8 @@ class Params:
     iqa: IqaConfig
     prior: PriorConfig
     scoring: ScoringConfig
+    vqgan: VqganParams
+    stage1: Stage1Config
 
     def validate(self) -> None:
         for f in fields(self):

@@ -100,3 +100,56 @@ def image_row(images: list[np.ndarray], titles: list[str], path=None):
         ax.axis("off")
     fig.tight_layout(pad=0.3)
     return _save(fig, path, dpi=80)
+
+
+def curves(log: pd.DataFrame, groups: dict[str, list[str]], x: str = "step", path=None):
+    """One panel per group of log columns against `x` (training curves)."""
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3), squeeze=False)
+    for ax, (title, cols) in zip(axes[0], groups.items()):
+        for c in cols:
+            if c in log:
+                ax.plot(log[x], log[c], label=c)
+        ax.set(title=title, xlabel=x)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def image_grid(rows: list[list[np.ndarray]], col_titles: list[str], path=None):
+    """A grid of images (rows x columns), titles on the first row."""
+    fig, axes = plt.subplots(len(rows), len(rows[0]), figsize=(1.5 * len(rows[0]), 1.5 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, img in enumerate(row):
+            ax = axes[r][c]
+            ax.imshow(np.clip(img, 0, 1), interpolation="nearest")
+            ax.axis("off")
+            if r == 0:
+                ax.set_title(col_titles[c], fontsize=8)
+    fig.tight_layout(pad=0.2)
+    return _save(fig, path, dpi=80)
+
+
+def code_usage_bars(counts: dict[str, np.ndarray], path=None):
+    """Sorted code-use counts per codebook (how many codes carry the data)."""
+    fig, axes = plt.subplots(1, len(counts), figsize=(4.2 * len(counts), 2.8), squeeze=False)
+    for ax, (name, cnt) in zip(axes[0], counts.items()):
+        srt = np.sort(cnt)[::-1]
+        ax.bar(np.arange(len(srt)), srt, width=1.0)
+        ax.set(title=f"{name}: {int((cnt > 0).sum())}/{len(cnt)} codes used", xlabel="code (sorted by use)",
+               ylabel="count", yscale="log" if srt.max() > 0 else "linear")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def codebook_projection(points: dict[str, np.ndarray], usage: dict[str, np.ndarray], path=None):
+    """2-D projection (already computed) of several codebooks, marker size by use, unused as x."""
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    for (name, p), colour in zip(points.items(), sns.color_palette()):
+        used = usage[name] > 0
+        ax.scatter(p[used, 0], p[used, 1], s=4 + 40 * usage[name][used] / max(usage[name].max(), 1),
+                   color=colour, alpha=0.6, label=f"{name} (used)")
+        ax.scatter(p[~used, 0], p[~used, 1], s=8, marker="x", color=colour, alpha=0.3, label=f"{name} (unused)")
+    ax.set(title="codebooks, first two principal axes", xlabel="PC 1", ylabel="PC 2")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iqpfr import data, pipeline
+from iqpfr import codebook, data, pipeline
 from iqpfr.config import load_params
 
 
@@ -57,3 +57,28 @@ def test_score_notebook_smoke(tiny_project, in_dir):
     params = load_params("params.yaml")
     result = pipeline.score_dataset(params.data, params.scoring)
     assert sum(result["summary"]["images_scored_this_run"].values()) == 0
+
+
+def test_stage1_notebook_and_latent_targets(tiny_project, in_dir):
+    """Notebook 02 trains stage I on the tiny profile; the targets stage encodes every GT and its flip."""
+    import torch
+
+    from iqpfr import cli, notebook
+
+    in_dir(tiny_project)
+    if not (tiny_project / "data/scores/train.csv").exists():
+        notebook.run("notebooks/01_score_dataset.ipynb", "reports/01_score_dataset.ipynb", "params.yaml")
+    notebook.run("notebooks/02_train_codebook.ipynb", "reports/02_train_codebook.ipynb", "params.yaml")
+    m = json.loads((tiny_project / "reports/metrics/train_codebook.json").read_text())
+    assert m["steps"] == 6 and np.isfinite(m["psnr_holdout"]) and m["perplexity_c"] >= 1
+    assert (pipeline.FIGURES / "02" / "02_reconstructions.png").exists()
+    assert cli.main(["stage", "latent_targets"]) == 0
+    t = torch.load("data/targets/targets.pt")
+    assert t["idx_c"].shape == t["idx_h"].shape == (48, 2, 16, 16)
+    assert t["stage1_step"] == 6 and t["sha256"] == list(data.read_manifest("data/world/train")["sha256"])
+    # a checkpoint that does not match the params is refused, not silently used
+    params = load_params("params.yaml")
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="different config"):
+        codebook.latent_targets(params.data, replace(params.vqgan, emb_dim=8))

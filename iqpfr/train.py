@@ -1,0 +1,368 @@
+"""Training machinery: deterministic data order, EMA, atomic checkpoints with exact resume,
+torchrun DDP, CSV logs; and the stage-I loop of the dual-codebook VQGAN (SPEC 1.2).
+
+Determinism and resume. The batch of step t is a pure function of (seed, t): an epoch-wise
+permutation seeded by (seed, epoch) gives the sample order and a generator seeded by (seed, t)
+gives the flips, so a resumed run sees exactly the batches an uninterrupted run would. A
+checkpoint holds the model, EMA, optimisers, schedulers, step and RNG states.
+
+Distributed. Under `torchrun` (RANK/WORLD_SIZE set) every process takes its share of the global
+batch (rank r gets positions r, r + W, ...), gradients are averaged by DDP, so W processes with
+batch B/W each compute what one process computes with batch B (up to BatchNorm: the
+discriminator's BatchNorm sees only the local batch; on CUDA it becomes SyncBatchNorm). Rank 0
+alone logs and writes checkpoints.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from . import losses
+from .quantize import code_usage
+from .vqgan import DualCodebookVQGAN, PatchDiscriminator, VQGANConfig
+
+STAGE1_FORMAT = "iqpfr.stage1/1"
+
+
+# ----------------------------------------------------------------------------------------------
+# distributed helpers
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    """Initialise torch.distributed when launched by torchrun (gloo on CPU, NCCL on CUDA)."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+        backend = "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Dist(rank, world, device)
+
+
+# ----------------------------------------------------------------------------------------------
+# data order
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> list[int]:
+    """Dataset indices of this process's share of the global batch of `step` (a pure function)."""
+    per_epoch = max(1, n // batch_size)
+    epoch, pos = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    glob = perm[pos * batch_size:(pos + 1) * batch_size].tolist()
+    return glob[rank::world]
+
+
+def batch_flips(step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """Horizontal-flip decisions (bool) for this process's share of step `step`'s batch."""
+    g = torch.Generator().manual_seed(seed * 7_919 + step + 1)
+    return (torch.rand(batch_size, generator=g) < 0.5)[rank::world]
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def save_atomic(obj: dict, path: str | Path) -> str:
+    """torch.save to a temporary file then rename (a crash never leaves a half-written checkpoint).
+    Returns the sha256 of the file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def load_checkpoint(path: str | Path, fmt: str) -> dict:
+    """Read a checkpoint and check its format tag; clear errors for missing or foreign files."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not an {fmt} checkpoint (found {found!r})")
+    return ckpt
+
+
+def load_stage1_model(path: str | Path, expect: VQGANConfig | None = None, ema: bool = True) -> tuple[DualCodebookVQGAN, dict]:
+    """The trained stage-I model of a checkpoint (EMA generator by default), frozen, in eval mode.
+
+    Raises ValueError if the checkpoint's config differs from `expect` or it was never trained.
+    """
+    ckpt = load_checkpoint(path, STAGE1_FORMAT)
+    cfg = VQGANConfig(**ckpt["config"])
+    if expect is not None and cfg != expect:
+        diff = {k: (v, getattr(expect, k)) for k, v in asdict(cfg).items() if v != getattr(expect, k)}
+        raise ValueError(f"{path} was trained with a different config (checkpoint, expected): {diff}")
+    if ckpt["step"] <= 0:
+        raise ValueError(f"{path} holds an untrained model (step 0): train stage I first")
+    model = DualCodebookVQGAN(cfg)
+    model.load_state_dict(ckpt["model"], strict=True)
+    if ema:
+        avg = {k.removeprefix("module."): v for k, v in ckpt["ema_generator"].items() if k != "n_averaged"}
+        model.generator.load_state_dict(avg, strict=True)
+    model.eval().requires_grad_(False)
+    return model, {"step": ckpt["step"], "train_config": ckpt["train_config"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# stage I
+
+
+@dataclass(frozen=True)
+class Stage1Settings:
+    """What the stage-I loop needs (built from params.yaml's `stage1` section)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.99)
+    lr_min_ratio: float = 0.1
+    codebook_lr_mult: float = 1.0
+    ema_decay: float = 0.995
+    perceptual_weight: float = 1.0
+    gan_start: int = 30_000
+    gan_weight: float = 0.8
+    hflip: bool = True
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 1000
+
+
+class Stage1Trainer:
+    """Trains the dual-codebook VQGAN on images (N, 3, R, R) in [0,1] with per-image gates (N,).
+
+    `perceptual` is a module (x, y in [0,1]) -> scalar loss, or None.
+    """
+
+    def __init__(self, cfg: VQGANConfig, settings: Stage1Settings, images: torch.utils.data.Dataset,
+                 gates: torch.Tensor, perceptual: nn.Module | None = None, dist_info: Dist | None = None):
+        self.cfg, self.s, self.images, self.gates = cfg, settings, images, gates.float()
+        self.perceptual = perceptual
+        self.d = dist_info or Dist()
+        torch.manual_seed(settings.seed)
+        self.model = DualCodebookVQGAN(cfg).to(self.d.device)
+        self.disc = PatchDiscriminator(cfg.disc_nf, cfg.disc_layers).to(self.d.device)
+        if self.d.world > 1 and self.d.device.type == "cuda":
+            self.disc = nn.SyncBatchNorm.convert_sync_batchnorm(self.disc)
+        self.ema = AveragedModel(self.model.generator, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
+        books = [self.model.quant_c.embedding.weight, self.model.quant_h.embedding.weight]
+        rest = [p for p in self.model.parameters() if all(p is not b for b in books)]
+        self.opt_g = torch.optim.Adam([{"params": rest}, {"params": books, "lr": settings.lr * settings.codebook_lr_mult}],
+                                      lr=settings.lr, betas=settings.betas)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=settings.lr, betas=settings.betas)
+        eta = settings.lr * settings.lr_min_ratio
+        self.sched_g = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt_g, settings.steps, eta)
+        self.step = 0
+        self.log: list[dict] = []
+        if self.d.world > 1:
+            self.model_ddp = DDP(self.model, find_unused_parameters=cfg.fusion == "attention")
+            self.disc_ddp = DDP(self.disc)
+        else:
+            self.model_ddp, self.disc_ddp = self.model, self.disc
+
+    # -- checkpointing --------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"format": STAGE1_FORMAT, "config": asdict(self.cfg), "train_config": asdict(self.s),
+                "step": self.step, "model": self.model.state_dict(), "ema_generator": self.ema.state_dict(),
+                "discriminator": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(), "sched_g": self.sched_g.state_dict(),
+                "rng": rng_state(), "log": self.log}
+
+    def save(self, path: str | Path) -> str | None:
+        return save_atomic(self.state(), path) if self.d.main else None
+
+    def resume(self, path: str | Path) -> None:
+        """Restore everything from a checkpoint written by `save`; strict about the config."""
+        ckpt = load_checkpoint(path, STAGE1_FORMAT)
+        if VQGANConfig(**ckpt["config"]) != self.cfg:
+            raise ValueError(f"{path}: model config differs from the params; delete it or restore the params")
+        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["train_config"].items()}
+        if saved["steps"] != self.s.steps or saved["seed"] != self.s.seed or saved["batch_size"] != self.s.batch_size:
+            raise ValueError(f"{path}: steps/seed/batch_size differ from the params; resuming would not be exact")
+        self.model.load_state_dict(ckpt["model"], strict=True)
+        self.ema.load_state_dict(ckpt["ema_generator"], strict=True)
+        self.disc.load_state_dict(ckpt["discriminator"], strict=True)
+        for obj, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d"), (self.sched_g, "sched_g")):
+            obj.load_state_dict(ckpt[key])
+        set_rng_state(ckpt["rng"])
+        self.step, self.log = ckpt["step"], ckpt["log"]
+
+    # -- one step ---------------------------------------------------------------------------------
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x in [-1,1] (b, 3, R, R), gate (b,)) for this process at `step`."""
+        idx = batch_indices(step, len(self.images), self.s.batch_size, self.s.seed, self.d.rank, self.d.world)
+        x = torch.stack([self.images[i][0] for i in idx])
+        if self.s.hflip:
+            flips = batch_flips(step, self.s.batch_size, self.s.seed, self.d.rank, self.d.world)[:len(idx)]
+            x = torch.where(flips[:, None, None, None], x.flip(3), x)
+        return (x * 2 - 1).to(self.d.device), self.gates[idx].to(self.d.device)
+
+    def train_step(self) -> dict:
+        t0 = time.perf_counter()
+        x, gate = self.batch(self.step)
+        self.model.train()
+        autocast = torch.autocast("cuda", torch.bfloat16) if self.d.device.type == "cuda" else torch.autocast("cpu", enabled=False)
+        gan_on = self.step >= self.s.gan_start
+        with autocast:
+            x_rec, info = self.model_ddp(x, gate)
+            l1 = (x_rec - x).abs().mean()
+            perc = self.perceptual((x_rec.clamp(-1, 1) + 1) / 2, (x + 1) / 2) if self.perceptual is not None else x.new_zeros(())
+            rec = l1 + self.s.perceptual_weight * perc
+            vq_c, vq_h = losses.vq_total(info["vq_c"]), losses.vq_total(info["vq_h"])
+            loss = rec + vq_c + vq_h
+            g_loss, adv_w = x.new_zeros(()), x.new_zeros(())
+            if gan_on:
+                g_loss = losses.hinge_g_loss(self.disc_ddp(x_rec))
+                adv_w = losses.adaptive_gan_weight(rec, g_loss, self.model.generator.last_layer, self.s.gan_weight)
+                loss = loss + adv_w * g_loss
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self.sched_g.step()
+        self.ema.update_parameters(self.model.generator)
+        d_loss = x.new_zeros(())
+        if gan_on:
+            with autocast:
+                d_loss = losses.hinge_d_loss(self.disc_ddp(x), self.disc_ddp(x_rec.detach()))
+            for group in self.opt_d.param_groups:  # D follows the cosine schedule of G's body
+                group["lr"] = self.sched_g.get_last_lr()[0]
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+        self.step += 1
+        use_c = code_usage(info["idx_c"], self.cfg.codebook_size)
+        use_h = code_usage(info["idx_h"][gate > 0], self.cfg.codebook_size) if gate.any() else {"perplexity": 0.0, "usage": 0.0}
+        return {"step": self.step, "loss": loss.item(), "l1": l1.item(), "perceptual": perc.item(),
+                "vq_c_codebook": info["vq_c"]["codebook"].mean().item(),
+                "vq_c_commitment": info["vq_c"]["commitment"].mean().item(),
+                "vq_h_codebook": info["vq_h"]["codebook"].mean().item(),
+                "vq_h_commitment": info["vq_h"]["commitment"].mean().item(),
+                "gan_g": g_loss.item(), "gan_d": d_loss.item(), "adv_weight": float(adv_w),
+                "perplexity_c": use_c["perplexity"], "perplexity_h": use_h["perplexity"],
+                "gate_fraction": gate.mean().item(), "lr": self.sched_g.get_last_lr()[0],
+                "seconds": time.perf_counter() - t0}
+
+    def train(self, until: int | None = None, checkpoint: str | Path | None = None, progress=None) -> list[dict]:
+        """Run steps up to `until` (default: all), logging every `log_every` and checkpointing every
+        `checkpoint_every` steps and at the end. Returns the log."""
+        until = self.s.steps if until is None else min(until, self.s.steps)
+        while self.step < until:
+            row = self.train_step()
+            if self.step % self.s.log_every == 0 or self.step == until:
+                self.log.append(row)
+                if progress is not None and self.d.main:
+                    progress(row)
+            if checkpoint and (self.step % self.s.checkpoint_every == 0 or self.step == until):
+                self.save(checkpoint)
+        return self.log
+
+
+def write_log_csv(rows: list[dict], path: str | Path) -> None:
+    """The training log as CSV (for `dvc plots`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not rows:
+        return
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# perceptual term
+
+
+class _SSIMLoss(nn.Module):
+    """1 - SSIM (pyiqa's, on the Y channel), for images in [0,1]: a training-free structural term."""
+
+    def __init__(self, device):
+        super().__init__()
+        import pyiqa
+
+        self.ssim = pyiqa.create_metric("ssim", as_loss=True, device=device)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (1 - self.ssim(x, y)).float()
+
+
+class _LPIPSLoss(nn.Module):
+    """LPIPS with the VGG backbone (the paper's perceptual loss), inputs in [0,1]."""
+
+    def __init__(self, device):
+        super().__init__()
+        import lpips
+
+        self.net = lpips.LPIPS(net="vgg", verbose=False).to(device).eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.net(x, y, normalize=True).mean()
+
+
+def make_perceptual(name: str, device) -> nn.Module | None:
+    """The perceptual term named in params: "lpips" (VGG; needs torchvision's ImageNet VGG16 in
+    $TORCH_HOME/hub/checkpoints), "ssim" (pyiqa, no weights) or "none".
+
+    LPIPS never falls back to a random backbone: missing weights are an error saying where the
+    file goes.
+    """
+    if name == "none":
+        return None
+    if name == "ssim":
+        return _SSIMLoss(device)
+    if name == "lpips":
+        from .quality import weights_home
+
+        home = weights_home()
+        try:
+            return _LPIPSLoss(device)
+        except Exception as err:  # noqa: BLE001 - torchvision raises URLError/RuntimeError offline
+            raise RuntimeError(
+                f"LPIPS(VGG) needs torchvision's ImageNet VGG16 weights (vgg16-397923af.pth) in "
+                f"{home / 'hub' / 'checkpoints'}; they could not be loaded ({type(err).__name__}: {err}). "
+                "Put the file there, or set stage1.perceptual to 'ssim' and say so in your report.") from err
+    raise ValueError(f"unknown perceptual loss {name!r}")

@@ -121,17 +121,23 @@ def analysis(data_cfg: DataConfig, vqgan: VqganParams, usage_images: int = 512) 
     both codebooks on training GTs (H counted on gated GTs only) and a 2-D PCA of the codebooks."""
     from . import evaluate
     model, info = load_stage1_model(STAGE1, expect=vqgan_config(data_cfg, vqgan))
-    x, _ = _load_stack(WORLD / "holdout")
+    x, frame = _load_stack(WORLD / "holdout")
+    oracle = _load_stack(WORLD / "holdout", "oracle_file")[0] if "oracle_file" in frame else None
     lam = model.cfg.hq_weight
     recs = {"common only (lambda=0)": reconstruct(model, x, 0.0), f"common + HQ+ (lambda={lam})": reconstruct(model, x, lam)}
     rows = []
     for i in range(len(x)):
         gt = x[i].permute(1, 2, 0).numpy()
         row = {"index": i}
-        for name, r in recs.items():
+        for key, r in zip(("lambda0", "lambda"), recs.values()):
             out = r[i].permute(1, 2, 0).numpy()
-            key = "lambda0" if "lambda=0)" in name else "lambda"
             row[f"psnr_{key}"], row[f"ssim_{key}"] = evaluate.psnr(out, gt), evaluate.ssim(out, gt)
+            if oracle is not None:  # the pristine render behind the GT, never seen in training
+                ref = oracle[i].permute(1, 2, 0).numpy()
+                row[f"psnr_oracle_{key}"], row[f"ssim_oracle_{key}"] = evaluate.psnr(out, ref), evaluate.ssim(out, ref)
+        if oracle is not None:
+            ref = oracle[i].permute(1, 2, 0).numpy()
+            row["psnr_oracle_gt"], row["ssim_oracle_gt"] = evaluate.psnr(gt, ref), evaluate.ssim(gt, ref)
         rows.append(row)
     train_x, _ = _load_stack(WORLD / "train")
     train_x = train_x[:usage_images]

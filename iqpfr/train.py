@@ -11,6 +11,9 @@ batch (rank r gets positions r, r + W, ...), gradients are averaged by DDP, so W
 batch B/W each compute what one process computes with batch B (up to BatchNorm: the
 discriminator's BatchNorm sees only the local batch; on CUDA it becomes SyncBatchNorm). Rank 0
 alone logs and writes checkpoints.
+
+Precision: on CUDA the forward passes run under bf16 autocast with channels_last tensors; on the
+CPU everything is fp32 (contiguous).
 """
 from __future__ import annotations
 
@@ -34,6 +37,16 @@ from .quantize import code_usage
 from .vqgan import DualCodebookVQGAN, PatchDiscriminator, VQGANConfig
 
 STAGE1_FORMAT = "iqpfr.stage1/1"
+CODE_FILES = ("vqgan.py", "quantize.py", "losses.py", "train.py")
+
+
+def code_hash() -> str:
+    """sha256 of the model and training source: a checkpoint is only resumed or reused by the code
+    that wrote it (a changed loss must retrain, not silently reuse an old model)."""
+    h = hashlib.sha256()
+    for name in CODE_FILES:
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,8 +197,9 @@ class Stage1Trainer:
         self.perceptual = perceptual
         self.d = dist_info or Dist()
         torch.manual_seed(settings.seed)
-        self.model = DualCodebookVQGAN(cfg).to(self.d.device)
-        self.disc = PatchDiscriminator(cfg.disc_nf, cfg.disc_layers).to(self.d.device)
+        fmt = torch.channels_last if self.d.device.type == "cuda" else torch.contiguous_format
+        self.model = DualCodebookVQGAN(cfg).to(self.d.device, memory_format=fmt)
+        self.disc = PatchDiscriminator(cfg.disc_nf, cfg.disc_layers).to(self.d.device, memory_format=fmt)
         if self.d.world > 1 and self.d.device.type == "cuda":
             self.disc = nn.SyncBatchNorm.convert_sync_batchnorm(self.disc)
         self.ema = AveragedModel(self.model.generator, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
@@ -206,7 +220,7 @@ class Stage1Trainer:
 
     # -- checkpointing --------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"format": STAGE1_FORMAT, "config": asdict(self.cfg), "train_config": asdict(self.s),
+        return {"format": STAGE1_FORMAT, "config": asdict(self.cfg), "train_config": asdict(self.s), "code": code_hash(),
                 "step": self.step, "model": self.model.state_dict(), "ema_generator": self.ema.state_dict(),
                 "discriminator": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_d": self.opt_d.state_dict(), "sched_g": self.sched_g.state_dict(),
@@ -220,6 +234,8 @@ class Stage1Trainer:
         ckpt = load_checkpoint(path, STAGE1_FORMAT)
         if VQGANConfig(**ckpt["config"]) != self.cfg:
             raise ValueError(f"{path}: model config differs from the params; delete it or restore the params")
+        if ckpt.get("code") != code_hash():
+            raise ValueError(f"{path} was written by other model/training code ({ckpt.get('code')} != {code_hash()})")
         saved = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["train_config"].items()}
         if saved["steps"] != self.s.steps or saved["seed"] != self.s.seed or saved["batch_size"] != self.s.batch_size:
             raise ValueError(f"{path}: steps/seed/batch_size differ from the params; resuming would not be exact")
@@ -239,7 +255,8 @@ class Stage1Trainer:
         if self.s.hflip:
             flips = batch_flips(step, self.s.batch_size, self.s.seed, self.d.rank, self.d.world)[:len(idx)]
             x = torch.where(flips[:, None, None, None], x.flip(3), x)
-        return (x * 2 - 1).to(self.d.device), self.gates[idx].to(self.d.device)
+        fmt = torch.channels_last if self.d.device.type == "cuda" else torch.contiguous_format
+        return (x * 2 - 1).to(self.d.device, memory_format=fmt), self.gates[idx].to(self.d.device)
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()

@@ -70,7 +70,7 @@ def test_stage1_notebook_and_latent_targets(tiny_project, in_dir):
         notebook.run("notebooks/01_score_dataset.ipynb", "reports/01_score_dataset.ipynb", "params.yaml")
     notebook.run("notebooks/02_train_codebook.ipynb", "reports/02_train_codebook.ipynb", "params.yaml")
     m = json.loads((tiny_project / "reports/metrics/train_codebook.json").read_text())
-    assert m["steps"] == 6 and np.isfinite(m["psnr_holdout"]) and m["perplexity_c"] >= 1
+    assert m["steps"] == 6 and np.isfinite(m["psnr_lambda_holdout"]) and np.isfinite(m["psnr_oracle_lambda_holdout"]) and m["perplexity_c"] >= 1
     assert (pipeline.FIGURES / "02" / "02_reconstructions.png").exists()
     assert cli.main(["stage", "latent_targets"]) == 0
     t = torch.load("data/targets/targets.pt")

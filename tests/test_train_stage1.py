@@ -135,3 +135,11 @@ def test_ddp_matches_single_process(tmp_path):
     for k, g in single["grads"].items():
         torch.testing.assert_close(ddp["grads"][k], g, rtol=1e-3, atol=1e-6, msg=k)
     torch.testing.assert_close(torch.tensor(ddp["loss"]), torch.tensor(single["loss"]), rtol=1e-4, atol=1e-6)
+
+
+def test_resume_refuses_other_code(tmp_path, monkeypatch):
+    t = _trainer(BASE)
+    t.train(until=1, checkpoint=tmp_path / "s1.pt")
+    monkeypatch.setattr(train, "code_hash", lambda: "0" * 16)
+    with pytest.raises(ValueError, match="other model/training code"):
+        _trainer(BASE).resume(tmp_path / "s1.pt")

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-from . import codebook, pipeline
+from . import codebook, conditioned, pipeline
 from .config import ConfigError, load_params, section
 
 STAGES = {
@@ -32,6 +32,7 @@ STAGES = {
 # functions and resume from (or reuse) the checkpoint these write.
 TRAIN = {
     "stage1": (codebook.train_codebook, ("data", "vqgan", "stage1")),
+    "stage2": (conditioned.train_conditioned, ("data", "degrade", "vqgan", "transformer", "stage2")),
 }
 
 

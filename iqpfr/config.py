@@ -215,6 +215,46 @@ class Stage1Config:
 
 
 @dataclass(frozen=True)
+class TransformerParams:
+    """Stage-II Transformer; latent size, emb_dim and codebook size come from stage I."""
+
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_ff: int
+    conditioning: str  # "add" (the paper's), "adaln" (ablation) or "none" (baseline)
+    dropout: float
+
+    def validate(self) -> None:
+        _choice("transformer.conditioning", self.conditioning, ("add", "adaln", "none"))
+        if self.d_model % self.n_heads:
+            raise ConfigError("transformer.d_model: must be divisible by transformer.n_heads")
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    """Stage-II training (SPEC 1.4-1.5)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    betas: list[float]
+    ema_decay: float
+    feat_weight: float
+    quality_weight: float  # lambda_q of the discrete quality loss; 0.0 switches it off
+    quality_start: int  # step from which the quality loss is on
+    quality_mode: str  # "discrete" (straight-through, the method) or "continuous" (counter-example)
+    seed: int
+    log_every: int
+    checkpoint_every: int
+
+    def validate(self) -> None:
+        _choice("stage2.quality_mode", self.quality_mode, ("discrete", "continuous"))
+        _range("stage2.steps", self.steps, 1, 100_000_000)
+        _range("stage2.quality_weight", self.quality_weight, 0.0, 100.0)
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params file."""
 
@@ -227,6 +267,8 @@ class Params:
     scoring: ScoringConfig
     vqgan: VqganParams
     stage1: Stage1Config
+    transformer: TransformerParams
+    stage2: Stage2Config
 
     def validate(self) -> None:
         for f in fields(self):

@@ -153,3 +153,18 @@ def codebook_projection(points: dict[str, np.ndarray], usage: dict[str, np.ndarr
     ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def score_vs_condition(s_values: list[float], per_image: dict, reference: dict[str, float], path=None):
+    """Mean (and spread) of the output quality score against the requested S, with reference lines."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    vals = np.stack([np.asarray(per_image[s]) for s in s_values])  # (len(S), N)
+    ax.plot(s_values, vals.mean(1), marker="o", label="restored (mean)")
+    ax.fill_between(s_values, np.percentile(vals, 25, 1), np.percentile(vals, 75, 1), alpha=0.2, label="25-75%")
+    for (name, v), style in zip(reference.items(), ("--", ":")):
+        ax.axhline(v, ls=style, color="grey", label=name)
+    ax.plot([0, 1], [0, 1], color="crimson", lw=0.8, alpha=0.5, label="output = S")
+    ax.set(xlabel="requested quality S", ylabel="prior score of the output", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -82,3 +82,19 @@ def test_stage1_notebook_and_latent_targets(tiny_project, in_dir):
 
     with pytest.raises(ValueError, match="different config"):
         codebook.latent_targets(params.data, replace(params.vqgan, emb_dim=8))
+
+
+def test_stage2_notebook(tiny_project, in_dir):
+    """Notebook 03 trains stage II on the tiny profile and writes the S sweep and its metrics."""
+    from iqpfr import cli, conditioned, notebook
+
+    in_dir(tiny_project)
+    if not (tiny_project / "data/targets/targets.pt").exists():
+        test_stage1_notebook_and_latent_targets(tiny_project, lambda p: p)
+    notebook.run("notebooks/03_train_conditioned.ipynb", "reports/03_train_conditioned.ipynb", "params.yaml")
+    m = json.loads((tiny_project / "reports/metrics/train_conditioned.json").read_text())
+    assert m["steps"] == 4 and len(m["output_score_by_S"]) == 10 and -1 <= m["spearman_S_vs_output_score"] <= 1
+    assert (pipeline.FIGURES / "03" / "03_score_sweep.png").exists()
+    model, info = conditioned.load_restorer()
+    assert info["step"] == 4
+    assert cli.main(["check-params"]) == 0

@@ -1,0 +1,298 @@
+"""Stage II: training the quality-conditioned Transformer with discrete quality optimisation
+(SPEC 1.4-1.5), and its pipeline stage.
+
+Per step, for GTs x_h of the global batch (same deterministic order and flips as stage I):
+  x_l   = degrade(x_h)                  seeded per (seed, step, sample): the LQ, made on the fly
+  s     = bin(S(x_h))                   the GT's normalised quality score (scoring stage)
+  z_l   = E(x_l) + Emb[s]               (eq. 12)
+  l_c, l_h = T(z_l)                     (eq. 13-14)
+  L_code = 0.5 CE(l_c, idx_c) + 0.5 CE(l_h, idx_h)          targets from the latent-targets stage
+  L_feat = || z_l - sg(C[idx_c] + lambda H[idx_h]) ||^2
+  L_q    = mean(max(0, 1 - Q(G(z_l + sg(z_hat - z_l)))))    z_hat = C[argmax l_c] + lambda H[argmax l_h]
+  L_II   = w_feat L_feat + L_code + lambda_q L_q  (L_q from `quality_start` on)
+
+On CUDA the forward passes run under bf16 autocast; the CPU runs fp32. Under torchrun every
+process takes its share of the global batch and the gradients are averaged with all_reduce.
+
+The quality term's gradient reaches z_l only through the straight-through path, so it trains E
+and the score embedding, never G or the codebooks, and the decoded image stays made of codebook
+entries. `quality_mode: continuous` is the counter-example: G decodes z_l itself.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from . import data, quality
+from .config import DataConfig, DegradeConfig, Stage2Config, TransformerParams, VqganParams
+from .codebook import STAGE1, TARGETS, vqgan_config
+from .degrade import DegradeRanges, degrade
+from .pipeline import METRICS, PRIOR, SCORES, WORLD, degrade_ranges, write_metrics
+from .train import (CODE_FILES, Dist, batch_flips, batch_indices, load_checkpoint, load_stage1_model, rng_state,
+                    save_atomic, set_rng_state, setup_distributed, write_log_csv)
+from .transformer import QualityRestorer, TransformerConfig, code_losses, score_to_bin
+
+STAGE2 = Path("models/stage2/restorer.pt")
+STAGE2_FORMAT = "iqpfr.stage2/1"
+
+
+def code_hash() -> str:
+    """sha256 of the model and training source of stages I and II (see train.code_hash)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in CODE_FILES + ("transformer.py", "conditioned.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Stage2Settings:
+    steps: int
+    batch_size: int
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.99)
+    ema_decay: float = 0.995
+    feat_weight: float = 1.0
+    quality_weight: float = 0.0  # lambda_q; 0 switches the quality loss off
+    quality_start: int = 0
+    quality_mode: str = "discrete"  # "discrete" (straight-through, the method) or "continuous" (counter-example)
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 1000
+
+
+class Stage2Trainer:
+    """Trains encoder + Transformer of a QualityRestorer. `targets` (N, 2, r, r) per codebook
+    (original, flipped GT); `scores` (N,) normalised GT scores; `q` the differentiable prior or None."""
+
+    def __init__(self, model: QualityRestorer, settings: Stage2Settings, images, targets: dict, scores: torch.Tensor,
+                 ranges: DegradeRanges, q: torch.nn.Module | None = None, dist_info: Dist | None = None):
+        self.m, self.s, self.images, self.targets = model, settings, images, targets
+        self.scores, self.ranges, self.q = scores.float(), ranges, q
+        self.d = dist_info or Dist()
+        self.params = model.trainable_parameters()
+        trained = torch.nn.ModuleDict({"encoder": model.encoder, "transformer": model.transformer})
+        self.trained = trained
+        self.ema = AveragedModel(trained, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
+        self.opt = torch.optim.Adam(self.params, lr=settings.lr, betas=settings.betas)
+        self.step, self.log = 0, []
+
+    def state(self) -> dict:
+        return {"format": STAGE2_FORMAT, "config": asdict(self.m.cfg), "train_config": asdict(self.s),
+                "stage1_config": asdict(self.m.stage1.cfg), "code": code_hash(), "step": self.step,
+                "model": self.trained.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
+                "rng": rng_state(), "log": self.log}
+
+    def save(self, path) -> None:
+        if self.d.main:
+            save_atomic(self.state(), path)
+
+    def resume(self, path) -> None:
+        ckpt = load_checkpoint(path, STAGE2_FORMAT)
+        same = (ckpt["config"] == asdict(self.m.cfg) and ckpt["code"] == code_hash()
+                and ckpt["stage1_config"] == asdict(self.m.stage1.cfg)
+                and {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["train_config"].items()} == asdict(self.s))
+        if not same:
+            raise ValueError(f"{path} was written with other settings, config or code")
+        self.trained.load_state_dict(ckpt["model"], strict=True)
+        self.ema.load_state_dict(ckpt["ema"], strict=True)
+        self.opt.load_state_dict(ckpt["opt"])
+        set_rng_state(ckpt["rng"])
+        self.step, self.log = ckpt["step"], ckpt["log"]
+
+    def batch(self, step: int):
+        """(x_l in [0,1] (b,3,R,R), idx_c (b,T), idx_h (b,T), score bins (b,)) for this process."""
+        idx = batch_indices(step, len(self.images), self.s.batch_size, self.s.seed, self.d.rank, self.d.world)
+        flips = batch_flips(step, self.s.batch_size, self.s.seed, self.d.rank, self.d.world)[:len(idx)]
+        lq = []
+        for j, (i, f) in enumerate(zip(idx, flips.tolist())):
+            x = self.images[i][0]
+            x = x.flip(2) if f else x
+            # seeded by the sample's position in the *global* batch: the same LQ whatever the process count
+            rng = np.random.default_rng([self.s.seed, step, self.d.rank + j * self.d.world])
+            lq.append(torch.from_numpy(degrade(x.permute(1, 2, 0).numpy(), rng, self.ranges)[0]).permute(2, 0, 1))
+        f = flips.long()
+        tc = self.targets["idx_c"][idx, f].long().flatten(1)
+        th = self.targets["idx_h"][idx, f].long().flatten(1)
+        dev = self.d.device
+        return torch.stack(lq).to(dev), tc.to(dev), th.to(dev), score_to_bin(self.scores[idx]).to(dev)
+
+    def losses(self, x_l, idx_c, idx_h, bins) -> tuple[torch.Tensor, dict]:
+        m = self.m
+        z_l = m.latent(x_l, bins)
+        lc, lh = m.transformer(z_l, bins)
+        l_code = code_losses(lc, lh, idx_c, idx_h)
+        with torch.no_grad():
+            target = m.codes(idx_c, idx_h)
+        l_feat = F.mse_loss(z_l, target)
+        loss = self.s.feat_weight * l_feat + l_code
+        l_q = z_l.new_zeros(())
+        q_mean = float("nan")
+        if self.q is not None and self.s.quality_weight > 0 and self.step >= self.s.quality_start:
+            z_hat = m.codes(lc.argmax(-1), lh.argmax(-1)).detach()
+            z_in = z_l + (z_hat - z_l).detach() if self.s.quality_mode == "discrete" else z_l
+            q = self.q(m.decode(z_in))
+            l_q = F.relu(1 - q).mean()
+            q_mean = q.mean().item()
+            loss = loss + self.s.quality_weight * l_q
+        acc_c = (lc.argmax(-1) == idx_c).float().mean().item()
+        acc_h = (lh.argmax(-1) == idx_h).float().mean().item()
+        ce_c = F.cross_entropy(lc.flatten(0, 1), idx_c.flatten()).item()
+        ce_h = F.cross_entropy(lh.flatten(0, 1), idx_h.flatten()).item()
+        return loss, {"loss": loss.item(), "ce_c": ce_c, "ce_h": ce_h, "feat": l_feat.item(), "quality": l_q.item(),
+                      "q_mean": q_mean, "acc_c": acc_c, "acc_h": acc_h}
+
+    def train_step(self) -> dict:
+        t0 = time.perf_counter()
+        self.m.train()
+        x_l, idx_c, idx_h, bins = self.batch(self.step)
+        cuda = self.d.device.type == "cuda"
+        with torch.autocast("cuda", torch.bfloat16, enabled=cuda) if cuda else torch.autocast("cpu", enabled=False):
+            loss, row = self.losses(x_l, idx_c, idx_h, bins)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.d.world > 1:  # average gradients over processes (what DDP does, done explicitly)
+            for p in self.params:
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= self.d.world
+        self.opt.step()
+        self.ema.update_parameters(self.trained)
+        self.step += 1
+        return {"step": self.step, **row, "seconds": time.perf_counter() - t0}
+
+    def train(self, until: int | None = None, checkpoint=None, progress=None) -> list[dict]:
+        until = self.s.steps if until is None else min(until, self.s.steps)
+        while self.step < until:
+            row = self.train_step()
+            if self.step % self.s.log_every == 0 or self.step == until:
+                self.log.append(row)
+                if progress is not None and self.d.main:
+                    progress(row)
+            if checkpoint and (self.step % self.s.checkpoint_every == 0 or self.step == until):
+                self.save(checkpoint)
+        return self.log
+
+
+def load_restorer(path=STAGE2, stage1_path=STAGE1, ema: bool = True) -> tuple[QualityRestorer, dict]:
+    """The trained stage-II restorer (EMA weights by default), frozen, in eval mode."""
+    ckpt = load_checkpoint(path, STAGE2_FORMAT)
+    if ckpt["step"] <= 0:
+        raise ValueError(f"{path} holds an untrained model (step 0)")
+    stage1, _ = load_stage1_model(stage1_path)
+    if asdict(stage1.cfg) != ckpt["stage1_config"]:
+        raise ValueError(f"{path} was trained on another stage-I model than {stage1_path}")
+    model = QualityRestorer(stage1, TransformerConfig(**ckpt["config"]))
+    state = ckpt["model"]
+    if ema:
+        state = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k != "n_averaged"}
+    torch.nn.ModuleDict({"encoder": model.encoder, "transformer": model.transformer}).load_state_dict(state, strict=True)
+    return model.eval().requires_grad_(False), {"step": ckpt["step"], "train_config": ckpt["train_config"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# pipeline stage
+
+
+def transformer_config(data_cfg: DataConfig, vqgan: VqganParams, tp: TransformerParams) -> TransformerConfig:
+    v = vqgan_config(data_cfg, vqgan)
+    return TransformerConfig(v.latent_size, v.emb_dim, v.codebook_size, tp.n_layers, tp.n_heads, tp.d_model, tp.d_ff,
+                             tp.conditioning, tp.dropout)
+
+
+def stage2_settings(s2: Stage2Config) -> Stage2Settings:
+    return Stage2Settings(s2.steps, s2.batch_size, s2.lr, tuple(s2.betas), s2.ema_decay, s2.feat_weight,
+                          s2.quality_weight, s2.quality_start, s2.quality_mode, s2.seed, s2.log_every,
+                          s2.checkpoint_every)
+
+
+def load_targets(n: int) -> dict:
+    t = torch.load(TARGETS, weights_only=False)
+    if t.get("format") != "iqpfr.targets/1" or len(t["idx_c"]) != n:
+        raise ValueError(f"{TARGETS} does not match the training set ({n} GTs): re-run latent_targets")
+    if t["stage1_sha256"] != data.sha256_file(STAGE1):
+        raise ValueError(f"{TARGETS} was computed with another stage-I checkpoint: re-run latent_targets")
+    return t
+
+
+def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: VqganParams, tp: TransformerParams,
+                      s2: Stage2Config, progress=print) -> dict:
+    """Train (or resume) stage II; torchrun-aware. Writes models/stage2/restorer.pt and the log CSV."""
+    d = setup_distributed()
+    torch.manual_seed(s2.seed)
+    stage1, _ = load_stage1_model(STAGE1, expect=vqgan_config(data_cfg, vqgan))
+    model = QualityRestorer(stage1.to(d.device), transformer_config(data_cfg, vqgan, tp)).to(d.device)
+    images = data.ManifestDataset(WORLD / "train")
+    scores = torch.tensor(pd.read_csv(SCORES / "train.csv")["S"].to_numpy())
+    q = None
+    if s2.quality_weight > 0:
+        q = quality.load_quality(SCORES / "norm_stats.json", str(d.device), PRIOR)
+    settings = stage2_settings(s2)
+    trainer = Stage2Trainer(model, settings, images, load_targets(len(images)), scores, degrade_ranges(degrade_cfg), q, d)
+    if STAGE2.exists():
+        try:
+            trainer.resume(STAGE2)
+            progress(f"resumed {STAGE2} at step {trainer.step}/{settings.steps}")
+        except ValueError as err:
+            if d.main:
+                STAGE2.rename(STAGE2.with_suffix(".stale.pt"))
+            progress(f"not resuming ({err}); old checkpoint kept as {STAGE2.with_suffix('.stale.pt')}")
+            torch.manual_seed(s2.seed)
+            model = QualityRestorer(stage1, transformer_config(data_cfg, vqgan, tp)).to(d.device)
+            trainer = Stage2Trainer(model, settings, images, load_targets(len(images)), scores,
+                                    degrade_ranges(degrade_cfg), q, d)
+    t0, start = time.time(), trainer.step
+    log = trainer.train(checkpoint=STAGE2, progress=lambda r: progress(
+        f"step {r['step']:5d}  loss {r['loss']:.3f}  ce C {r['ce_c']:.3f} H {r['ce_h']:.3f}  feat {r['feat']:.4f}  "
+        f"q {r['quality']:.3f}  acc C {r['acc_c']:.3f} H {r['acc_h']:.3f}  {r['seconds']:.2f}s/step"))
+    if d.main:
+        write_log_csv(log, METRICS / "train_conditioned_log.csv")
+    return {"steps": trainer.step, "steps_this_run": trainer.step - start, "seconds_this_run": time.time() - t0,
+            "parameters": {"encoder": sum(p.numel() for p in model.encoder.parameters()),
+                           "transformer": sum(p.numel() for p in model.transformer.parameters())}}
+
+
+BIN_CENTRES = [round(0.05 + 0.1 * b, 2) for b in range(10)]
+
+
+@torch.no_grad()
+def score_sweep(model: QualityRestorer, lq: torch.Tensor, scores=BIN_CENTRES, batch: int = 64) -> dict[float, torch.Tensor]:
+    """Restore LQ images (N, 3, R, R) in [0,1] at each requested quality S -> {S: (N, 3, R, R)}."""
+    return {s: torch.cat([model.restore(lq[i:i + batch], s) for i in range(0, len(lq), batch)]) for s in scores}
+
+
+@torch.no_grad()
+def analysis(data_cfg: DataConfig, count: int = 64) -> dict:
+    """The S sweep on held-out test pairs: outputs at the ten bin centres, their prior score
+    (normalised with the training statistics) and its Spearman correlation with S."""
+    from .iqanet import spearman
+    from .pipeline import TESTSET, _load_stack
+
+    model, info = load_restorer()
+    lq, frame = _load_stack(TESTSET / "pairs", "file")
+    hq, _ = _load_stack(TESTSET / "pairs", "hq_file")
+    lq, hq = lq[:count], hq[:count]
+    stats = quality.NormStats.load(SCORES / "norm_stats.json")
+    metrics = {n: quality.make_metric(n, "cpu", PRIOR) for n in stats.ensemble}
+
+    def prior_score(x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(stats.ensemble_score({n: m(x).numpy() for n, m in metrics.items()}))
+
+    sweep = score_sweep(model, lq)
+    per_s = {s: prior_score(x) for s, x in sweep.items()}
+    means = [float(v.mean()) for v in per_s.values()]
+    bins = pd.read_csv(SCORES / "train.csv")["bin"].value_counts().reindex(range(10), fill_value=0).tolist()
+    return {"step": info["step"], "lq": lq, "hq": hq, "sweep": sweep, "scores": per_s,
+            "summary": {"spearman_S_vs_output_score": spearman(BIN_CENTRES, means),
+                        "output_score_at_0.05": means[0], "output_score_at_0.95": means[-1],
+                        "output_score_by_S": dict(zip(map(str, BIN_CENTRES), means)),
+                        "lq_score": float(prior_score(lq).mean()), "hq_score": float(prior_score(hq).mean()),
+                        "training_gts_per_bin": bins}}

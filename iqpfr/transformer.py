@@ -1,0 +1,206 @@
+"""Stage II: the quality-conditioned code-prediction Transformer (SPEC 1.4-1.6). Torch only.
+
+A degraded face x_l goes through the (trainable) stage-I encoder to z_l (B, D, r, r). Its quality
+condition is the score bin s = clamp(floor(10 S), 0, 9) of the wanted quality S:
+
+    "add"   (the paper's): z_l <- E(x_l) + Emb[s], a learned latent-shaped map per bin (eq. 12)
+    "adaln" (ablation):    z_l <- E(x_l); every layer's pre-norms are modulated by a shift, scale
+                           and gate computed from a learned vector per bin (DiT-style adaLN-Zero)
+    "none"  (the baseline without conditioning)
+
+The Transformer (bidirectional; pre-LayerNorm; GELU; learned positional embedding added to the
+queries and keys) reads the r*r tokens projected to d_model and predicts, for every token, logits
+over the common codebook C and over the HQ+ codebook H (eq. 13-14).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NUM_BINS = 10
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Stage-II architecture (stored inside every checkpoint). Paper: 9 layers, 8 heads, d 512, FFN 1024."""
+
+    latent_size: int = 16
+    emb_dim: int = 256
+    codebook_size: int = 1024
+    n_layers: int = 9
+    n_heads: int = 8
+    d_model: int = 512
+    d_ff: int = 1024
+    conditioning: str = "add"  # "add" | "adaln" | "none"
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.conditioning not in ("add", "adaln", "none"):
+            raise ValueError(f"conditioning must be add, adaln or none, got {self.conditioning!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+
+    @property
+    def tokens(self) -> int:
+        return self.latent_size ** 2
+
+
+def score_to_bin(score: torch.Tensor) -> torch.Tensor:
+    """S in [0,1] (B,) -> bin floor(10 S) clamped to 0..9 (B,) long."""
+    return torch.clamp(torch.floor(score * NUM_BINS), 0, NUM_BINS - 1).long()
+
+
+class Block(nn.Module):
+    """Pre-LN self-attention + FFN; the positional embedding is added to queries and keys only."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.norm1 = nn.LayerNorm(cfg.d_model, elementwise_affine=cfg.conditioning != "adaln")
+        self.qk = nn.Linear(cfg.d_model, 2 * cfg.d_model)
+        self.v = nn.Linear(cfg.d_model, cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.norm2 = nn.LayerNorm(cfg.d_model, elementwise_affine=cfg.conditioning != "adaln")
+        self.ffn = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(cfg.d_ff, cfg.d_model))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def attend(self, h: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        b, t, d = h.shape
+        q, k = self.qk(h + pos).chunk(2, dim=-1)  # (B, T, d) each
+        v = self.v(h)
+        split = lambda x: x.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
+        out = F.scaled_dot_product_attention(split(q), split(k), split(v))  # (B, heads, T, d/heads)
+        return self.proj(out.transpose(1, 2).reshape(b, t, d))
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, mod: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, d); pos (1, T, d); mod (B, 6, d) = shift/scale/gate for attention and FFN, or None."""
+        if mod is None:
+            x = x + self.drop(self.attend(self.norm1(x), pos))
+            return x + self.drop(self.ffn(self.norm2(x)))
+        sh1, sc1, g1, sh2, sc2, g2 = mod.unbind(1)  # (B, d) each
+        h = self.norm1(x) * (1 + sc1[:, None]) + sh1[:, None]
+        x = x + g1[:, None] * self.drop(self.attend(h, pos))
+        h = self.norm2(x) * (1 + sc2[:, None]) + sh2[:, None]
+        return x + g2[:, None] * self.drop(self.ffn(h))
+
+
+class CodeTransformer(nn.Module):
+    """z_l (B, D, r, r) [+ score bins (B,)] -> logits over C and over H, each (B, r*r, K)."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.score_map = (nn.Parameter(torch.zeros(NUM_BINS, cfg.emb_dim, cfg.latent_size, cfg.latent_size))
+                          if cfg.conditioning == "add" else None)
+        if cfg.conditioning == "adaln":
+            self.score_vec = nn.Embedding(NUM_BINS, d)
+            self.modulation = nn.ModuleList([nn.Linear(d, 6 * d) for _ in range(cfg.n_layers)])
+            for m in self.modulation:  # adaLN-Zero: every block starts as the identity
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
+        self.proj_in = nn.Linear(cfg.emb_dim, d)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.tokens, d))
+        nn.init.normal_(self.pos, std=0.02)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.norm_out = nn.LayerNorm(d)
+        self.head_c = nn.Linear(d, cfg.codebook_size)
+        self.head_h = nn.Linear(d, cfg.codebook_size)
+        for name, mod in self.named_modules():  # small init (nanoGPT): logits start near uniform, CE ~ ln K
+            if isinstance(mod, nn.Linear) and not name.startswith("modulation"):
+                nn.init.normal_(mod.weight, std=0.02)
+                nn.init.zeros_(mod.bias)
+
+    def condition(self, z: torch.Tensor, bins: torch.Tensor | None) -> torch.Tensor:
+        """eq. 12 for "add": z + Emb[bin] (B, D, r, r); the latent unchanged otherwise."""
+        if self.score_map is None:
+            return z
+        if bins is None:
+            raise ValueError("this model is score-conditioned: give a score bin per image")
+        return z + self.score_map[bins]
+
+    def forward(self, z_cond: torch.Tensor, bins: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """z_cond: the (already conditioned) latent (B, D, r, r). Returns (logits_c, logits_h), (B, T, K)."""
+        x = self.proj_in(z_cond.flatten(2).transpose(1, 2))  # (B, T, d)
+        c = None
+        if self.cfg.conditioning == "adaln":
+            if bins is None:
+                raise ValueError("this model is score-conditioned: give a score bin per image")
+            c = F.silu(self.score_vec(bins))  # (B, d)
+        for i, blk in enumerate(self.blocks):
+            mod = self.modulation[i](c).view(-1, 6, self.cfg.d_model) if c is not None else None
+            x = blk(x, self.pos, mod)
+        x = self.norm_out(x)
+        return self.head_c(x), self.head_h(x)
+
+
+def code_losses(logits_c: torch.Tensor, logits_h: torch.Tensor, idx_c: torch.Tensor, idx_h: torch.Tensor) -> torch.Tensor:
+    """L_code = 0.5 CE(l_c, idx_c) + 0.5 CE(l_h, idx_h) (eq. 15); logits (B, T, K), indices (B, T)."""
+    k = logits_c.shape[-1]
+    return 0.5 * F.cross_entropy(logits_c.reshape(-1, k), idx_c.reshape(-1)) + \
+        0.5 * F.cross_entropy(logits_h.reshape(-1, k), idx_h.reshape(-1))
+
+
+def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Match the per-channel mean and std of `content` (B, D, r, r) to those of `style` (SPEC 1.6)."""
+    cm, cs = content.mean((2, 3), keepdim=True), content.std((2, 3), keepdim=True) + eps
+    sm, ss = style.mean((2, 3), keepdim=True), style.std((2, 3), keepdim=True) + eps
+    return (content - cm) / cs * ss + sm
+
+
+class QualityRestorer(nn.Module):
+    """The stage-II restorer: a trainable encoder (initialised from stage I), the code Transformer
+    with its score conditioning, and the frozen stage-I codebooks and generator.
+
+    Images are (B, 3, R, R) in [0,1] at the interface; the networks see [-1,1].
+    """
+
+    def __init__(self, stage1, cfg: TransformerConfig):
+        super().__init__()
+        import copy
+
+        self.cfg = cfg
+        self.encoder = copy.deepcopy(stage1.encoder).requires_grad_(True)
+        self.transformer = CodeTransformer(cfg)
+        self.stage1 = stage1.eval().requires_grad_(False)  # C, H and G stay frozen
+        self.hq_weight = stage1.cfg.hq_weight
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.stage1.eval()  # frozen modules never switch to training behaviour
+        return self
+
+    def trainable_parameters(self):
+        return list(self.encoder.parameters()) + list(self.transformer.parameters())
+
+    def latent(self, x01: torch.Tensor, bins: torch.Tensor | None) -> torch.Tensor:
+        """z_l = E(x_l) + Emb[bin] (B, D, r, r) (eq. 12; no embedding for adaln/none)."""
+        return self.transformer.condition(self.encoder(x01 * 2 - 1), bins)
+
+    def codes(self, idx_c: torch.Tensor, idx_h: torch.Tensor, hq_weight: float | None = None) -> torch.Tensor:
+        """C[idx_c] + lambda H[idx_h] for indices (B, T) -> (B, D, r, r) (eq. 17)."""
+        r = self.cfg.latent_size
+        lam = self.hq_weight if hq_weight is None else hq_weight
+        zc = self.stage1.quant_c.lookup(idx_c.view(-1, r, r))
+        zh = self.stage1.quant_h.lookup(idx_h.view(-1, r, r))
+        return zc + lam * zh
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Frozen generator: z (B, D, r, r) -> image (B, 3, R, R) in [0,1]."""
+        return ((self.stage1.decode(z) + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def restore(self, x01: torch.Tensor, score: float = 0.95, hq_weight: float | None = None,
+                use_adain: bool = True) -> torch.Tensor:
+        """Inference (SPEC 1.6): LQ (B, 3, R, R) in [0,1] at quality S -> restored (B, 3, R, R) in [0,1]."""
+        bins = score_to_bin(torch.full((x01.shape[0],), float(score), device=x01.device))
+        z_l = self.latent(x01, bins)
+        lc, lh = self.transformer(z_l, bins)
+        z_hat = self.codes(lc.argmax(-1), lh.argmax(-1), hq_weight)
+        if use_adain:
+            z_hat = adain(z_hat, z_l)
+        return self.decode(z_hat)

@@ -26,13 +26,13 @@ CONFIGS = {
 def run_one(name: str, steps: int) -> dict:
     import torch
 
-    from iqpfr import pipeline
+    from iqpfr import codebook
     from iqpfr.config import load_params
     from iqpfr.train import Stage1Settings, Stage1Trainer, make_perceptual
 
     path, batch = CONFIGS[name]
     p = load_params(path)
-    cfg = pipeline.vqgan_config(p.data, p.vqgan)
+    cfg = codebook.vqgan_config(p.data, p.vqgan)
     r = cfg.resolution
     images = torch.utils.data.TensorDataset(torch.rand(batch * 2, 3, r, r), torch.arange(batch * 2))
     settings = Stage1Settings(steps=steps + 1, batch_size=batch, lr=p.stage1.lr, gan_start=0)

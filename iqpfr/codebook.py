@@ -12,8 +12,8 @@ import torch
 from . import data, evaluate
 from .config import DataConfig, Stage1Config, VqganParams
 from .pipeline import METRICS, SCORES, WORLD, _load_stack, write_metrics
-from .train import (Stage1Settings, Stage1Trainer, load_stage1_model, make_perceptual, save_atomic,
-                    setup_distributed, write_log_csv)
+from .train import (Stage1Settings, Stage1Trainer, load_stage1_model, make_perceptual, resume_or_restart,
+                    save_atomic, setup_distributed, write_log_csv)
 from .quantize import code_usage
 from .vqgan import VQGANConfig
 
@@ -51,18 +51,8 @@ def train_codebook(data_cfg: DataConfig, vqgan: VqganParams, stage1: Stage1Confi
     d = setup_distributed()
     cfg, settings = vqgan_config(data_cfg, vqgan), stage1_settings(stage1)
     images = data.ManifestDataset(WORLD / "train")
-    trainer = Stage1Trainer(cfg, settings, images, stage1_gates(stage1, len(images)),
-                            make_perceptual(stage1.perceptual, d.device), d)
-    if STAGE1.exists():
-        try:
-            trainer.resume(STAGE1)
-            progress(f"resumed {STAGE1} at step {trainer.step}/{settings.steps}")
-        except ValueError as err:
-            if d.main:
-                STAGE1.rename(STAGE1.with_suffix(".stale.pt"))
-            progress(f"not resuming ({err}); the old checkpoint is kept as {STAGE1.with_suffix('.stale.pt')}")
-            trainer = Stage1Trainer(cfg, settings, images, stage1_gates(stage1, len(images)),
-                                    make_perceptual(stage1.perceptual, d.device), d)
+    trainer = resume_or_restart(lambda: Stage1Trainer(cfg, settings, images, stage1_gates(stage1, len(images)),
+                                                      make_perceptual(stage1.perceptual, d.device), d), STAGE1, progress)
     t0 = time.time()
     start = trainer.step
     log = trainer.train(checkpoint=STAGE1, progress=lambda r: progress(
@@ -119,7 +109,6 @@ def reconstruct(model, x01: torch.Tensor, hq_weight: float | None = None) -> tor
 def analysis(data_cfg: DataConfig, vqgan: VqganParams, usage_images: int = 512) -> dict:
     """Held-out reconstructions (lambda = 0 and the trained lambda) with PSNR/SSIM, code usage of
     both codebooks on training GTs (H counted on gated GTs only) and a 2-D PCA of the codebooks."""
-    from . import evaluate
     model, info = load_stage1_model(STAGE1, expect=vqgan_config(data_cfg, vqgan))
     x, frame = _load_stack(WORLD / "holdout")
     oracle = _load_stack(WORLD / "holdout", "oracle_file")[0] if "oracle_file" in frame else None

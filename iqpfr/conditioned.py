@@ -34,9 +34,9 @@ from . import data, quality
 from .config import DataConfig, DegradeConfig, Stage2Config, TransformerParams, VqganParams
 from .codebook import STAGE1, TARGETS, vqgan_config
 from .degrade import DegradeRanges, degrade
-from .pipeline import METRICS, PRIOR, SCORES, WORLD, degrade_ranges, write_metrics
-from .train import (CODE_FILES, Dist, batch_flips, batch_indices, load_checkpoint, load_stage1_model, rng_state,
-                    save_atomic, set_rng_state, setup_distributed, write_log_csv)
+from .pipeline import METRICS, PRIOR, SCORES, WORLD, degrade_ranges
+from .train import (CODE_FILES, Dist, TrainingLoop, batch_flips, batch_indices, load_checkpoint, load_stage1_model,
+                    resume_or_restart, rng_state, save_atomic, set_rng_state, setup_distributed, write_log_csv)
 from .transformer import QualityRestorer, TransformerConfig, code_losses, score_to_bin
 
 STAGE2 = Path("models/stage2/restorer.pt")
@@ -69,7 +69,7 @@ class Stage2Settings:
     checkpoint_every: int = 1000
 
 
-class Stage2Trainer:
+class Stage2Trainer(TrainingLoop):
     """Trains encoder + Transformer of a QualityRestorer. `targets` (N, 2, r, r) per codebook
     (original, flipped GT); `scores` (N,) normalised GT scores; `q` the differentiable prior or None."""
 
@@ -169,18 +169,6 @@ class Stage2Trainer:
         self.step += 1
         return {"step": self.step, **row, "seconds": time.perf_counter() - t0}
 
-    def train(self, until: int | None = None, checkpoint=None, progress=None) -> list[dict]:
-        until = self.s.steps if until is None else min(until, self.s.steps)
-        while self.step < until:
-            row = self.train_step()
-            if self.step % self.s.log_every == 0 or self.step == until:
-                self.log.append(row)
-                if progress is not None and self.d.main:
-                    progress(row)
-            if checkpoint and (self.step % self.s.checkpoint_every == 0 or self.step == until):
-                self.save(checkpoint)
-        return self.log
-
 
 def load_restorer(path=STAGE2, stage1_path=STAGE1, ema: bool = True) -> tuple[QualityRestorer, dict]:
     """The trained stage-II restorer (EMA weights by default), frozen, in eval mode."""
@@ -227,28 +215,23 @@ def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: V
                       s2: Stage2Config, progress=print) -> dict:
     """Train (or resume) stage II; torchrun-aware. Writes models/stage2/restorer.pt and the log CSV."""
     d = setup_distributed()
-    torch.manual_seed(s2.seed)
     stage1, _ = load_stage1_model(STAGE1, expect=vqgan_config(data_cfg, vqgan))
-    model = QualityRestorer(stage1.to(d.device), transformer_config(data_cfg, vqgan, tp)).to(d.device)
+    stage1 = stage1.to(d.device)
     images = data.ManifestDataset(WORLD / "train")
     scores = torch.tensor(pd.read_csv(SCORES / "train.csv")["S"].to_numpy())
     q = None
     if s2.quality_weight > 0:
         q = quality.load_quality(SCORES / "norm_stats.json", str(d.device), PRIOR)
     settings = stage2_settings(s2)
-    trainer = Stage2Trainer(model, settings, images, load_targets(len(images)), scores, degrade_ranges(degrade_cfg), q, d)
-    if STAGE2.exists():
-        try:
-            trainer.resume(STAGE2)
-            progress(f"resumed {STAGE2} at step {trainer.step}/{settings.steps}")
-        except ValueError as err:
-            if d.main:
-                STAGE2.rename(STAGE2.with_suffix(".stale.pt"))
-            progress(f"not resuming ({err}); old checkpoint kept as {STAGE2.with_suffix('.stale.pt')}")
-            torch.manual_seed(s2.seed)
-            model = QualityRestorer(stage1, transformer_config(data_cfg, vqgan, tp)).to(d.device)
-            trainer = Stage2Trainer(model, settings, images, load_targets(len(images)), scores,
-                                    degrade_ranges(degrade_cfg), q, d)
+    targets, ranges = load_targets(len(images)), degrade_ranges(degrade_cfg)
+
+    def fresh() -> Stage2Trainer:
+        torch.manual_seed(s2.seed)
+        model = QualityRestorer(stage1, transformer_config(data_cfg, vqgan, tp)).to(d.device)
+        return Stage2Trainer(model, settings, images, targets, scores, ranges, q, d)
+
+    trainer = resume_or_restart(fresh, STAGE2, progress)
+    model = trainer.m
     t0, start = time.time(), trainer.step
     log = trainer.train(checkpoint=STAGE2, progress=lambda r: progress(
         f"step {r['step']:5d}  loss {r['loss']:.3f}  ce C {r['ce_c']:.3f} H {r['ce_h']:.3f}  feat {r['feat']:.4f}  "

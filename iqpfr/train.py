@@ -162,6 +162,50 @@ def load_stage1_model(path: str | Path, expect: VQGANConfig | None = None, ema: 
 
 
 # ----------------------------------------------------------------------------------------------
+# the loop shared by both stages
+
+
+class TrainingLoop:
+    """What both stages' trainers share: `train()` over `train_step()`, logging and checkpoints.
+
+    A subclass provides `s` (settings with steps, log_every, checkpoint_every), `d` (Dist), `step`,
+    `log`, `train_step() -> dict`, `save(path)` and `resume(path)` (ValueError if incompatible).
+    """
+
+    def train(self, until: int | None = None, checkpoint: str | Path | None = None, progress=None) -> list[dict]:
+        """Run steps up to `until` (default: all), logging every `log_every` and checkpointing every
+        `checkpoint_every` steps and at the end. Returns the log."""
+        until = self.s.steps if until is None else min(until, self.s.steps)
+        while self.step < until:
+            row = self.train_step()
+            if self.step % self.s.log_every == 0 or self.step == until:
+                self.log.append(row)
+                if progress is not None and self.d.main:
+                    progress(row)
+            if checkpoint and (self.step % self.s.checkpoint_every == 0 or self.step == until):
+                self.save(checkpoint)
+        return self.log
+
+
+def resume_or_restart(make_trainer, path: Path, progress=print):
+    """A trainer resumed from `path` when that checkpoint is compatible (same config, settings and
+    code), else a fresh one, with the incompatible checkpoint set aside as *.stale.pt (never mixed in)."""
+    trainer = make_trainer()
+    if not path.exists():
+        return trainer
+    try:
+        trainer.resume(path)
+        progress(f"resumed {path} at step {trainer.step}/{trainer.s.steps}")
+        return trainer
+    except ValueError as err:
+        stale = path.with_suffix(".stale.pt")
+        if trainer.d.main:
+            path.rename(stale)
+        progress(f"not resuming ({err}); the old checkpoint is kept as {stale}")
+        return make_trainer()
+
+
+# ----------------------------------------------------------------------------------------------
 # stage I
 
 
@@ -185,7 +229,7 @@ class Stage1Settings:
     checkpoint_every: int = 1000
 
 
-class Stage1Trainer:
+class Stage1Trainer(TrainingLoop):
     """Trains the dual-codebook VQGAN on images (N, 3, R, R) in [0,1] with per-image gates (N,).
 
     `perceptual` is a module (x, y in [0,1]) -> scalar loss, or None.
@@ -303,19 +347,6 @@ class Stage1Trainer:
                 "gate_fraction": gate.mean().item(), "lr": self.sched_g.get_last_lr()[0],
                 "seconds": time.perf_counter() - t0}
 
-    def train(self, until: int | None = None, checkpoint: str | Path | None = None, progress=None) -> list[dict]:
-        """Run steps up to `until` (default: all), logging every `log_every` and checkpointing every
-        `checkpoint_every` steps and at the end. Returns the log."""
-        until = self.s.steps if until is None else min(until, self.s.steps)
-        while self.step < until:
-            row = self.train_step()
-            if self.step % self.s.log_every == 0 or self.step == until:
-                self.log.append(row)
-                if progress is not None and self.d.main:
-                    progress(row)
-            if checkpoint and (self.step % self.s.checkpoint_every == 0 or self.step == until):
-                self.save(checkpoint)
-        return self.log
 
 
 def write_log_csv(rows: list[dict], path: str | Path) -> None:

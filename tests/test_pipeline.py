@@ -1,7 +1,6 @@
 """Pipeline consistency: dvc.yaml against the code, clean notebooks, environment files."""
 from __future__ import annotations
 
-import json
 import re
 
 import nbformat

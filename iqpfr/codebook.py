@@ -143,3 +143,30 @@ def analysis(data_cfg: DataConfig, vqgan: VqganParams, usage_images: int = 512) 
             "counts": counts, "projection": {"C (common)": proj[:k], "H (HQ+)": proj[k:]},
             "usage": {"perplexity_c": code_usage(idx_c, k)["perplexity"], "perplexity_h": code_usage(idx_h, k)["perplexity"],
                       "used_c": float((counts["C (common)"] > 0).mean()), "used_h": float((counts["H (HQ+)"] > 0).mean())}}
+
+
+@torch.no_grad()
+def reconstruction_quality_by_bin(data_cfg: DataConfig, vqgan: VqganParams, count: int = 600) -> pd.DataFrame:
+    """Mean prior score S of training GTs and of their stage-I reconstructions, per GT score bin.
+
+    Tells whether the codebook keeps quality differences (what stage II's conditioning learns from).
+    The returned frame's attrs["spearman"] is the rank correlation between the two over `count` GTs.
+    """
+    from .iqanet import spearman
+    from .pipeline import PRIOR
+    from .quality import NormStats, make_metric
+
+    model, _ = load_stage1_model(STAGE1, expect=vqgan_config(data_cfg, vqgan))
+    x, _ = _load_stack(WORLD / "train")
+    x = x[:count]
+    scores = pd.read_csv(SCORES / "train.csv").iloc[:count]
+    stats = NormStats.load(SCORES / "norm_stats.json")
+    metrics = {n: make_metric(n, "cpu", PRIOR) for n in stats.ensemble}
+    rec = torch.cat([reconstruct(model, x[i:i + 100]) for i in range(0, len(x), 100)])
+    s_rec = stats.ensemble_score({n: torch.cat([m(rec[i:i + 100]) for i in range(0, len(rec), 100)]).numpy()
+                                  for n, m in metrics.items()})
+    df = pd.DataFrame({"bin": scores["bin"], "GT score": scores["S"], "reconstruction score": s_rec})
+    out = df.groupby("bin")[["GT score", "reconstruction score"]].mean()
+    out["GTs"] = df.groupby("bin").size()
+    out.attrs["spearman"] = spearman(df["GT score"], df["reconstruction score"])
+    return out

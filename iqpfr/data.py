@@ -54,6 +54,8 @@ def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
             im.verify()  # structure check; catches many corrupt files
         with Image.open(path) as im:
             im.load()  # full decode; raises on truncated data
+    except Image.DecompressionBombError as err:
+        raise ImageRejected(f"too large to decode safely ({err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageRejected(f"not a readable image ({type(err).__name__}: {err})") from None
     data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)

@@ -89,3 +89,10 @@ def test_read_manifest_detects_missing_files(tmp_path):
     data.write_csv(tmp_path / "manifest.csv", [{"file": "gone.png", "sha256": "0"}])
     with pytest.raises(FileNotFoundError, match="missing"):
         data.read_manifest(tmp_path)
+
+
+def test_decompression_bombs_are_rejected(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64*64 > 2 * 1000: PIL refuses to decode
+    with pytest.raises(data.ImageRejected, match="too large"):
+        data.read_image(tmp_path / "bomb.png")

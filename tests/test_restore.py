@@ -1,0 +1,127 @@
+"""`iqpfr restore` and its Python API on tiny checkpoints the test trains for one step."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from iqpfr import cli, restore
+from iqpfr.conditioned import Stage2Settings, Stage2Trainer, load_restorer
+from iqpfr.degrade import PRESETS
+from iqpfr.synthfaces import render_face
+from iqpfr.train import Stage1Settings, Stage1Trainer, load_stage1_model
+from iqpfr.transformer import QualityRestorer, TransformerConfig
+from iqpfr.vqgan import VQGANConfig
+
+V = VQGANConfig(resolution=32, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), emb_dim=16,
+                codebook_size=32, disc_nf=8, disc_layers=2, fusion_heads=2)
+T = TransformerConfig(latent_size=16, emb_dim=16, codebook_size=32, n_layers=1, n_heads=2, d_model=16, d_ff=32)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    imgs = torch.utils.data.TensorDataset(torch.rand(4, 3, 32, 32), torch.arange(4))
+    Stage1Trainer(V, Stage1Settings(steps=1, batch_size=2, lr=1e-3, gan_start=10**9), imgs, torch.ones(4)).train(
+        checkpoint=d / "s1.pt")
+    model1, _ = load_stage1_model(d / "s1.pt")
+    targets = {"idx_c": torch.randint(0, 32, (4, 2, 16, 16)), "idx_h": torch.randint(0, 32, (4, 2, 16, 16))}
+    Stage2Trainer(QualityRestorer(model1, T), Stage2Settings(steps=1, batch_size=2, lr=1e-3), imgs, targets,
+                  torch.rand(4), PRESETS["mild"]).train(checkpoint=d / "s2.pt")
+    return d / "s2.pt", d / "s1.pt"
+
+
+@pytest.fixture(scope="module")
+def model(ckpts):
+    return load_restorer(*ckpts)[0]
+
+
+def _faces_folder(path):
+    path.mkdir()
+    for i in range(3):
+        Image.fromarray((render_face([5, i], 48).image * 255).astype(np.uint8)).save(path / f"face{i}.png")
+    Image.fromarray((render_face([5, 9], 40).image[..., 0] * 255).astype(np.uint8)).save(path / "gray.png")
+    Image.fromarray((render_face([5, 8], 40).image[..., 0] * 65535).astype(np.uint16)).save(path / "deep16.png")
+    (path / "junk.png").write_bytes(b"not a png")
+    (path / "notes.txt").write_text("hello")
+
+
+def test_aligned_folder_with_bad_files(ckpts, tmp_path, capsys):
+    _faces_folder(tmp_path / "in")
+    code = cli.main(["restore", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--aligned",
+                     "--checkpoint", str(ckpts[0]), "--stage1", str(ckpts[1]), "--save-comparison"])
+    out = capsys.readouterr().out
+    assert code == 1  # some inputs failed
+    assert "restored 5, skipped 2" in out and "junk.png" in out and "notes.txt" in out
+    for name in ("face0", "gray", "deep16"):
+        assert (tmp_path / "out" / f"{name}.png").exists() and (tmp_path / "out" / f"{name}_comparison.png").exists()
+    assert Image.open(tmp_path / "out" / "face0.png").size == (48, 48)
+
+
+def test_batch_equals_single(model):
+    faces = [render_face([6, i], 32).image for i in range(5)]
+    a = restore.restore_faces(model, faces, restore.RestoreOptions(batch_size=5), torch.device("cpu"))
+    b = restore.restore_faces(model, faces, restore.RestoreOptions(batch_size=1), torch.device("cpu"))
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+def test_paste_back_leaves_the_rest_unchanged():
+    rng = np.random.default_rng(0)
+    img = rng.random((200, 300, 3)).astype(np.float32)
+    M = restore.box_to_template((120, 60, 50, 50), 64)
+    face = np.zeros((64, 64, 3), np.float32)
+    out = restore.paste_back(img, face, M, feather=0.08)
+    inv = restore.cv2.invertAffineTransform(M)
+    corners = np.array([[0, 0, 1], [64, 64, 1]]) @ inv.T  # the crop's extent in the image
+    (x0, y0), (x1, y1) = corners.astype(int)
+    outside = np.ones(img.shape[:2], bool)
+    outside[max(y0 - 1, 0):y1 + 2, max(x0 - 1, 0):x1 + 2] = False
+    assert np.array_equal(out[outside], img[outside])
+    assert np.abs(out[y0 + 20:y1 - 20, x0 + 20:x1 - 20]).max() < 0.05  # the centre is the pasted face
+
+
+def test_whole_image_on_a_real_photo(model, tmp_path):
+    from skimage import data as skdata
+
+    img = skdata.astronaut().astype(np.float32) / 255.0
+    out, notes = restore.restore_whole(model, img, restore.RestoreOptions(aligned=False), torch.device("cpu"))
+    assert out.shape == img.shape and "1 face(s) restored" in notes
+    assert np.array_equal(out[-60:, :60], img[-60:, :60])  # far from the face: untouched
+    assert np.abs(out - img).max() > 0.05  # the face changed
+
+
+def test_never_overwrites_inputs(ckpts, tmp_path, capsys):
+    _faces_folder(tmp_path / "in")
+    before = (tmp_path / "in" / "face0.png").read_bytes()
+    code = cli.main(["restore", str(tmp_path / "in" / "face0.png"), "-o", str(tmp_path / "in"), "--aligned",
+                     "--checkpoint", str(ckpts[0]), "--stage1", str(ckpts[1])])
+    assert code == 1 and "would overwrite an input" in capsys.readouterr().out
+    assert (tmp_path / "in" / "face0.png").read_bytes() == before
+
+
+def test_bad_checkpoint_and_options(ckpts, tmp_path, capsys):
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    _faces_folder(tmp_path / "in")
+    args = ["restore", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--aligned"]
+    assert cli.main(args + ["--checkpoint", str(tmp_path / "junk.pt"), "--stage1", str(ckpts[1])]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert cli.main(args + ["--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert cli.main(args + ["--checkpoint", str(ckpts[0]), "--stage1", str(ckpts[1]), "--precision", "fp16"]) == 2
+    assert "fp16 is not supported on cpu" in capsys.readouterr().err
+    assert cli.main(args + ["--checkpoint", str(ckpts[0]), "--stage1", str(ckpts[1]), "--score", "1.5"]) == 2
+
+
+def test_bf16_on_cpu_runs(model):
+    faces = [render_face([7, 0], 32).image]
+    a = restore.restore_faces(model, faces, restore.RestoreOptions(precision="bf16"), torch.device("cpu"))[0]
+    assert a.shape == (32, 32, 3) and np.isfinite(a).all()
+
+
+def test_very_large_inputs_are_skipped(model, tmp_path):
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(tmp_path / "big.png")
+    opts = restore.RestoreOptions(max_pixels=100_000)
+    summary = restore.run([tmp_path / "big.png"], tmp_path / "out", model, opts, torch.device("cpu"))
+    assert summary.restored == [] and "larger than 100000 pixels" in summary.skipped[0][1]

@@ -129,16 +129,23 @@ def box_to_template(box: tuple[int, int, int, int], size: int) -> np.ndarray:
     return np.array([[s, 0, BOX_CENTRE[0] * size - s * cx], [0, s, BOX_CENTRE[1] * size - s * cy]], np.float64)
 
 
+# The face region of the aligned template pasted back (an ellipse, unit coordinates): only the
+# face is replaced, the hair and background of the photograph stay.
+FACE_CENTRE, FACE_AXES = (0.5, 0.55), (0.27, 0.34)
+
+
 def paste_back(img: np.ndarray, face: np.ndarray, M: np.ndarray, feather: float) -> np.ndarray:
-    """Warp an aligned restored face (n, n, 3) back into img (H, W, 3) through a feathered mask.
-    Pixels farther than the crop (plus the feather) from the face are returned unchanged."""
+    """Warp an aligned restored face (n, n, 3) back into img (H, W, 3) through a feathered
+    elliptical face mask. Pixels outside the crop are returned unchanged."""
     h, w = img.shape[:2]
     n = face.shape[0]
     inv = cv2.invertAffineTransform(M)
     back = cv2.warpAffine(face, inv, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     k = max(1, int(feather * n))
     mask = np.zeros((n, n), np.float32)
-    mask[k:n - k, k:n - k] = 1
+    centre = (int(FACE_CENTRE[0] * n), int(FACE_CENTRE[1] * n))
+    axes = (int(FACE_AXES[0] * n) - k, int(FACE_AXES[1] * n) - k)
+    cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, -1)
     mask = cv2.GaussianBlur(mask, (0, 0), k / 2)
     mask = cv2.warpAffine(mask, inv, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
     return np.clip(img * (1 - mask) + back * mask, 0, 1)

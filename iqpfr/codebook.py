@@ -10,10 +10,12 @@ import pandas as pd
 import torch
 
 from . import data, evaluate
+from .iqanet import spearman
 from .config import DataConfig, Stage1Config, VqganParams
-from .pipeline import METRICS, SCORES, WORLD, _load_stack, write_metrics
+from .pipeline import METRICS, PRIOR, SCORES, WORLD, _load_stack, write_metrics
 from .train import (Stage1Settings, Stage1Trainer, load_stage1_model, make_perceptual, resume_or_restart,
                     save_atomic, setup_distributed, write_log_csv)
+from .quality import NormStats, make_metric
 from .quantize import code_usage
 from .vqgan import VQGANConfig
 
@@ -152,10 +154,6 @@ def reconstruction_quality_by_bin(data_cfg: DataConfig, vqgan: VqganParams, coun
     Tells whether the codebook keeps quality differences (what stage II's conditioning learns from).
     The returned frame's attrs["spearman"] is the rank correlation between the two over `count` GTs.
     """
-    from .iqanet import spearman
-    from .pipeline import PRIOR
-    from .quality import NormStats, make_metric
-
     model, _ = load_stage1_model(STAGE1, expect=vqgan_config(data_cfg, vqgan))
     x, _ = _load_stack(WORLD / "train")
     x = x[:count]

@@ -10,7 +10,7 @@ stay as they are. The scaled values are what is recorded.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -188,8 +188,3 @@ def _motion_blur(img: np.ndarray, length: float, angle: float) -> np.ndarray:
     d = np.array([np.cos(np.radians(angle)), np.sin(np.radians(angle))]) * (length - 1) / 2
     cv2.line(k, (int(round(c - d[0])), int(round(c - d[1]))), (int(round(c + d[0])), int(round(c + d[1]))), 1.0, 1)
     return cv2.filter2D(img, -1, k / k.sum(), borderType=cv2.BORDER_REFLECT)
-
-
-def ranges_dict(ranges: DegradeRanges | CaptureRanges) -> dict:
-    """The ranges as a plain dict (for manifests and reports)."""
-    return asdict(ranges)

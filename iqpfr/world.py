@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
@@ -111,9 +110,3 @@ def make_sample(seed: int, split: str, index: int, resolution: int, dist: Qualit
         record[f"lm{k}_x"], record[f"lm{k}_y"] = round(float(x), 2), round(float(y), 2)
     record.update(face.attributes)
     return gt, oracle, record
-
-
-def resize_square(img: np.ndarray, size: int) -> np.ndarray:
-    """Resize (H, W, 3) to (size, size, 3) with area (down) or cubic (up) interpolation."""
-    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC
-    return np.clip(cv2.resize(img, (size, size), interpolation=interp), 0, 1)

@@ -8,7 +8,10 @@ same sections; a test checks it) and calls the matching function of `iqpfr.pipel
     iqpfr stage train_prior    # train the learned NR-IQA
     iqpfr stage testset        # seeded LQ/HQ test pairs and real LQ folders
     iqpfr stage latent_targets # code indices of every GT under the frozen stage-I model
+    iqpfr variant NAME         # stage II of one variant (params.yaml `variants`); torchrun-aware
     torchrun --nproc_per_node 3 -m iqpfr.cli train stage1   # stage I on 3 GPUs (then dvc repro)
+    iqpfr restore INPUT -o OUT # restore faces (see `iqpfr restore -h`)
+    iqpfr export -o FILE       # the trained restorer and its stage I in one file
     iqpfr check-params [FILE]  # validate a params file (e.g. profiles/paper.yaml)
 """
 from __future__ import annotations
@@ -35,6 +38,9 @@ TRAIN = {
     "stage2": (conditioned.train_conditioned, ("data", "degrade", "vqgan", "transformer", "stage2")),
 }
 
+# `iqpfr variant NAME` reads these sections plus `variants.NAME` (dvc.yaml's train_variant lists the same).
+VARIANT_SECTIONS = ("data", "degrade", "vqgan", "transformer", "stage2")
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="iqpfr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,33 +51,58 @@ def main(argv: list[str] | None = None) -> int:
     tr = sub.add_parser("train", help="run a training stage directly (torchrun-aware)")
     tr.add_argument("name", choices=sorted(TRAIN))
     tr.add_argument("--params", default="params.yaml")
+    va = sub.add_parser("variant", help="train stage II of one variant (params.yaml `variants`)")
+    va.add_argument("name")
+    va.add_argument("--params", default="params.yaml")
     rs = sub.add_parser("restore", help="restore faces: an image, a folder or a glob")
     rs.add_argument("input", help="image file, folder, or glob pattern (quote it)")
     rs.add_argument("-o", "--output", required=True, help="output folder (PNG files)")
-    rs.add_argument("--checkpoint", default="models/stage2/restorer.pt", help="stage-II checkpoint")
-    rs.add_argument("--stage1", default="models/stage1/vqgan.pt", help="the stage-I checkpoint it was trained on")
+    rs.add_argument("--checkpoint", default="models/stage2/restorer.pt",
+                    help="a bundle from `iqpfr export`, or a stage-II checkpoint")
+    rs.add_argument("--stage1", default=None,
+                    help="for a stage-II checkpoint: the stage-I checkpoint it was trained on (default models/stage1/vqgan.pt)")
     rs.add_argument("--score", type=float, default=0.95, help="requested quality S in [0,1] (default 0.95)")
     rs.add_argument("--hq-weight", type=float, default=None, help="lambda for the HQ+ codes (default: as trained)")
     rs.add_argument("--aligned", action="store_true", help="inputs are aligned faces (else: whole photographs)")
+    rs.add_argument("--detector", default="dlib", choices=["dlib", "haar"],
+                    help="whole-photo face detector: dlib HOG (default) or OpenCV Haar (upright faces only)")
+    rs.add_argument("--align", default="landmarks", choices=["landmarks", "box"],
+                    help="whole-photo alignment: 5-point landmarks with rotation (default) or the detected box")
     rs.add_argument("--upscale", type=int, default=1)
     rs.add_argument("--batch-size", type=int, default=8)
     rs.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     rs.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     rs.add_argument("--suffix", default="", help="added to output file names")
     rs.add_argument("--save-comparison", action="store_true", help="also write input | output side by side")
+    ex = sub.add_parser("export", help="write a trained restorer and its stage I into one file")
+    ex.add_argument("-o", "--output", required=True, help="bundle file to write (e.g. iqpfr_default.pt)")
+    ex.add_argument("--checkpoint", default="models/stage2/restorer.pt", help="stage-II checkpoint")
+    ex.add_argument("--stage1", default="models/stage1/vqgan.pt", help="the stage-I checkpoint it was trained on")
     ck = sub.add_parser("check-params", help="validate a params file")
     ck.add_argument("file", nargs="?", default="params.yaml")
     args = ap.parse_args(argv)
     if args.command == "restore":
         return _restore(args)
+    if args.command == "export":
+        from .restore import export_bundle
+
+        try:
+            print(json.dumps(export_bundle(args.checkpoint, args.stage1, args.output), indent=2, default=str))
+        except (FileNotFoundError, ValueError) as err:
+            print(f"iqpfr export: {err}", file=sys.stderr)
+            return 2
+        return 0
     try:
         if args.command == "check-params":
             load_params(args.file)
             print(f"{args.file}: ok")
             return 0
         params = load_params(args.params)
-        fn, names = (STAGES if args.command == "stage" else TRAIN)[args.name]
-        result = fn(*[section(params, n) for n in names])
+        if args.command == "variant":
+            result = conditioned.train_variant(params, args.name)
+        else:
+            fn, names = (STAGES if args.command == "stage" else TRAIN)[args.name]
+            result = fn(*[section(params, n) for n in names])
     except ConfigError as err:
         print(f"params error: {err}", file=sys.stderr)
         return 2
@@ -83,23 +114,22 @@ def _restore(args) -> int:
     """`iqpfr restore`: exit 0 when every input was restored, 1 when some were skipped, 2 on a usage error."""
     from pathlib import Path
 
-    from .conditioned import load_restorer
-    from .restore import RestoreOptions, list_inputs, resolve_device, run
+    from .restore import RestoreOptions, list_inputs, load_model, resolve_device, run
 
     if not 0.0 <= args.score <= 1.0:
         print(f"--score must be in [0, 1], got {args.score}", file=sys.stderr)
         return 2
     try:
         device = resolve_device(args.device)
-        model, _ = load_restorer(args.checkpoint, args.stage1)
-        model = model.to(device)
+        model = load_model(args.checkpoint, args.stage1).to(device)
         inputs = list_inputs(args.input)
     except (FileNotFoundError, ValueError) as err:
         print(f"iqpfr restore: {err}", file=sys.stderr)
         return 2
     opts = RestoreOptions(score=args.score, hq_weight=args.hq_weight, aligned=args.aligned, upscale=args.upscale,
                           batch_size=args.batch_size, device=args.device, precision=args.precision,
-                          suffix=args.suffix, save_comparison=args.save_comparison)
+                          suffix=args.suffix, save_comparison=args.save_comparison, detector=args.detector,
+                          align=args.align)
     try:
         summary = run(inputs, Path(args.output), model, opts, device)
     except ValueError as err:  # e.g. a precision the device does not support

@@ -31,15 +31,16 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from . import data, quality
-from .config import DataConfig, DegradeConfig, Stage2Config, TransformerParams, VqganParams
+from .config import DataConfig, DegradeConfig, Params, Stage2Config, TransformerParams, VqganParams, variant
 from .codebook import STAGE1, TARGETS, vqgan_config
 from .degrade import DegradeRanges, degrade
-from .pipeline import METRICS, PRIOR, SCORES, WORLD, degrade_ranges
+from .pipeline import METRICS, PRIOR, SCORES, WORLD, degrade_ranges, write_metrics
 from .train import (CODE_FILES, Dist, TrainingLoop, batch_flips, batch_indices, load_checkpoint, load_stage1_model,
                     resume_or_restart, rng_state, save_atomic, set_rng_state, setup_distributed, write_log_csv)
 from .transformer import QualityRestorer, TransformerConfig, code_losses, score_to_bin
 
 STAGE2 = Path("models/stage2/restorer.pt")
+VARIANTS = Path("models/variants")  # models/variants/<name>/restorer.pt
 STAGE2_FORMAT = "iqpfr.stage2/1"
 
 
@@ -129,7 +130,8 @@ class Stage2Trainer(TrainingLoop):
         m = self.m
         z_l = m.latent(x_l, bins)
         lc, lh = m.transformer(z_l, bins)
-        l_code = code_losses(lc, lh, idx_c, idx_h)
+        dual = m.cfg.codebooks == "dual"
+        l_code = code_losses(lc, lh, idx_c, idx_h, m.cfg.codebooks)
         with torch.no_grad():
             target = m.codes(idx_c, idx_h)
         l_feat = F.mse_loss(z_l, target)
@@ -144,9 +146,10 @@ class Stage2Trainer(TrainingLoop):
             q_mean = q.mean().item()
             loss = loss + self.s.quality_weight * l_q
         acc_c = (lc.argmax(-1) == idx_c).float().mean().item()
-        acc_h = (lh.argmax(-1) == idx_h).float().mean().item()
         ce_c = F.cross_entropy(lc.flatten(0, 1), idx_c.flatten()).item()
-        ce_h = F.cross_entropy(lh.flatten(0, 1), idx_h.flatten()).item()
+        # a single-codebook model has no H target: its (untrained) H head is not reported
+        acc_h = (lh.argmax(-1) == idx_h).float().mean().item() if dual else float("nan")
+        ce_h = F.cross_entropy(lh.flatten(0, 1), idx_h.flatten()).item() if dual else float("nan")
         return loss, {"loss": loss.item(), "ce_c": ce_c, "ce_h": ce_h, "feat": l_feat.item(), "quality": l_q.item(),
                       "q_mean": q_mean, "acc_c": acc_c, "acc_h": acc_h}
 
@@ -193,7 +196,7 @@ def load_restorer(path=STAGE2, stage1_path=STAGE1, ema: bool = True) -> tuple[Qu
 def transformer_config(data_cfg: DataConfig, vqgan: VqganParams, tp: TransformerParams) -> TransformerConfig:
     v = vqgan_config(data_cfg, vqgan)
     return TransformerConfig(v.latent_size, v.emb_dim, v.codebook_size, tp.n_layers, tp.n_heads, tp.d_model, tp.d_ff,
-                             tp.conditioning, tp.dropout)
+                             tp.conditioning, tp.dropout, tp.codebooks)
 
 
 def stage2_settings(s2: Stage2Config) -> Stage2Settings:
@@ -212,8 +215,9 @@ def load_targets(n: int) -> dict:
 
 
 def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: VqganParams, tp: TransformerParams,
-                      s2: Stage2Config, progress=print) -> dict:
-    """Train (or resume) stage II; torchrun-aware. Writes models/stage2/restorer.pt and the log CSV."""
+                      s2: Stage2Config, progress=print, checkpoint: Path = STAGE2,
+                      log_csv: Path = METRICS / "train_conditioned_log.csv") -> dict:
+    """Train (or resume) stage II; torchrun-aware. Writes `checkpoint` and the log CSV."""
     d = setup_distributed()
     stage1, _ = load_stage1_model(STAGE1, expect=vqgan_config(data_cfg, vqgan))
     stage1 = stage1.to(d.device)
@@ -230,17 +234,32 @@ def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: V
         model = QualityRestorer(stage1, transformer_config(data_cfg, vqgan, tp)).to(d.device)
         return Stage2Trainer(model, settings, images, targets, scores, ranges, q, d)
 
-    trainer = resume_or_restart(fresh, STAGE2, progress)
+    trainer = resume_or_restart(fresh, checkpoint, progress)
     model = trainer.m
     t0, start = time.time(), trainer.step
-    log = trainer.train(checkpoint=STAGE2, progress=lambda r: progress(
+    log = trainer.train(checkpoint=checkpoint, progress=lambda r: progress(
         f"step {r['step']:5d}  loss {r['loss']:.3f}  ce C {r['ce_c']:.3f} H {r['ce_h']:.3f}  feat {r['feat']:.4f}  "
         f"q {r['quality']:.3f}  acc C {r['acc_c']:.3f} H {r['acc_h']:.3f}  {r['seconds']:.2f}s/step"))
     if d.main:
-        write_log_csv(log, METRICS / "train_conditioned_log.csv")
+        write_log_csv(log, log_csv)
+    last = log[-1] if log else {}
     return {"steps": trainer.step, "steps_this_run": trainer.step - start, "seconds_this_run": time.time() - t0,
+            "final_acc_c": last.get("acc_c"), "final_acc_h": last.get("acc_h"),
             "parameters": {"encoder": sum(p.numel() for p in model.encoder.parameters()),
                            "transformer": sum(p.numel() for p in model.transformer.parameters())}}
+
+
+def train_variant(params: Params, name: str, progress=print) -> dict:
+    """Stage `train_variant@<name>`: stage II with the variant's overrides (params.yaml `variants`),
+    sharing the data, the prior, stage I and its latent targets with the main model.
+    Writes models/variants/<name>/restorer.pt, reports/metrics/variants/<name>{.json,_log.csv}."""
+    p = variant(params, name)
+    out = train_conditioned(p.data, p.degrade, p.vqgan, p.transformer, p.stage2, progress,
+                            checkpoint=VARIANTS / name / "restorer.pt",
+                            log_csv=METRICS / "variants" / f"{name}_log.csv")
+    out["overrides"] = params.variants[name]
+    write_metrics(f"variants/{name}", out)
+    return out
 
 
 BIN_CENTRES = [round(0.05 + 0.1 * b, 2) for b in range(10)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -224,9 +224,11 @@ class TransformerParams:
     d_ff: int
     conditioning: str  # "add" (the paper's), "adaln" (ablation) or "none" (baseline)
     dropout: float
+    codebooks: str  # "dual" (C + HQ+ H, the method) or "common" (C only: the single-codebook baseline)
 
     def validate(self) -> None:
         _choice("transformer.conditioning", self.conditioning, ("add", "adaln", "none"))
+        _choice("transformer.codebooks", self.codebooks, ("dual", "common"))
         if self.d_model % self.n_heads:
             raise ConfigError("transformer.d_model: must be divisible by transformer.n_heads")
 
@@ -255,6 +257,36 @@ class Stage2Config:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """Evaluation of the main model, the variants and the inference ablations (SPEC 1.7, 4)."""
+
+    score: float  # S requested at test time (0.95 = bin 9, the top)
+    hq_weights: list[float]  # lambda values of the inference ablation (the trained lambda is always shown)
+    judges: list[str]  # held-out NR-IQA metrics (pyiqa names): never used for training or conditioning
+    judge_size: int  # images smaller than this are bicubic-upsampled for the judges (NIQE needs >= 96 px)
+    lpips_net: str  # "alex" or "vgg": LPIPS backbone (its ImageNet weights must be present)
+    fid: bool  # FID with the standard Inception (only where its weights are present)
+    identity: bool  # identity distance with dlib's face-embedding ResNet (faces >= identity_min_size px)
+    identity_min_size: int
+    sweep_count: int  # test images restored at each S of the sweep
+    grid_count: int  # faces shown in the qualitative grids
+    batch_size: int
+
+    def validate(self) -> None:
+        _range("evaluation.score", self.score, 0.0, 1.0)
+        _choice("evaluation.lpips_net", self.lpips_net, ("alex", "vgg"))
+        for lam in self.hq_weights:
+            _range("evaluation.hq_weights", lam, 0.0, 10.0)
+        _range("evaluation.sweep_count", self.sweep_count, 1, 1_000_000)
+        _range("evaluation.grid_count", self.grid_count, 1, 64)
+        _range("evaluation.batch_size", self.batch_size, 1, 4096)
+
+
+VARIANT_SECTIONS = ("transformer", "stage2")
+"""The sections a variant may override: variants share the data, the prior and stage I."""
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole params file."""
 
@@ -269,10 +301,15 @@ class Params:
     stage1: Stage1Config
     transformer: TransformerParams
     stage2: Stage2Config
+    evaluation: EvaluationConfig
+    variants: dict[str, dict[str, dict]]  # name -> {section: {key: value}}: overrides of the main model
 
     def validate(self) -> None:
         for f in fields(self):
-            getattr(self, f.name).validate()
+            if f.name != "variants":
+                getattr(self, f.name).validate()
+        for name in self.variants:
+            variant(self, name)  # every override must name a real key with a valid value
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -318,6 +355,8 @@ def _convert(key: str, tp, value):
         return float(value)
     if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+    if tp is dict and not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
     if tp in (str, bool) and not isinstance(value, tp):
         raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
@@ -355,6 +394,29 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     params = build(Params, raw)
     params.validate()
     return params
+
+
+def variant(params: Params, name: str) -> Params:
+    """The params of variant `name`: the main model's with the variant's overrides applied and
+    validated (errors name the key, e.g. `variants.baseline.stage2.quality_wieght: unknown key`)."""
+    if name not in params.variants:
+        raise ConfigError(f"variants.{name}: no such variant; known: {sorted(params.variants)}")
+    if name in ("main", "iqpfr") or not name.isidentifier():
+        raise ConfigError(f"variants.{name}: a variant name must be an identifier other than 'main' and 'iqpfr'")
+    updates = {}
+    for sec, overrides in params.variants[name].items():
+        key = f"variants.{name}.{sec}"
+        if sec not in VARIANT_SECTIONS:
+            raise ConfigError(f"{key}: a variant may override only {list(VARIANT_SECTIONS)}")
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{key}: expected a mapping of keys to values")
+        cls = type(getattr(params, sec))
+        updates[sec] = build(cls, {**asdict(getattr(params, sec)), **overrides}, key)
+        try:
+            updates[sec].validate()
+        except ConfigError as err:
+            raise ConfigError(f"variants.{name}: {err}") from None
+    return replace(params, **updates)
 
 
 def section(params: Params, name: str):

@@ -14,12 +14,12 @@ import argparse
 import ast
 import time
 import typing
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import nbformat
 
-from .config import SECTIONS, ConfigError, Params, build, load_params, section
+from .config import SECTIONS, ConfigError, Params, _convert, build, load_params, section
 
 
 def parameter_names(notebook: str | Path) -> list[str]:
@@ -46,8 +46,11 @@ def sections(**raw: dict) -> dict:
     for name, value in raw.items():
         if name not in types:
             raise ConfigError(f"{name}: unknown params section")
-        out[name] = build(types[name], value, name)
-        out[name].validate()
+        if is_dataclass(types[name]):
+            out[name] = build(types[name], value, name)
+            out[name].validate()
+        else:  # `variants`: a plain mapping, checked against the other sections by config.variant
+            out[name] = _convert(name, types[name], value)
     return out
 
 
@@ -57,7 +60,7 @@ def run(src: str | Path, dst: str | Path, params_path: str | Path = "params.yaml
 
     params = load_params(params_path)
     names = parameter_names(src)
-    injected = {n: asdict(section(params, n)) for n in names}
+    injected = {n: asdict(v) if is_dataclass(v := section(params, n)) else v for n in names}
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     pm.execute_notebook(str(src), str(dst), parameters=injected, kernel_name="python3",

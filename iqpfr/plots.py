@@ -168,3 +168,16 @@ def score_vs_condition(s_values: list[float], per_image: dict, reference: dict[s
     ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def sweep_panels(sweep: pd.DataFrame, columns: dict[str, str], path=None):
+    """The S sweep: one panel per column of `sweep` (title -> column) against the requested S,
+    one line per model (`row`)."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.2), squeeze=False)
+    for ax, (title, col) in zip(axes[0], columns.items()):
+        for name, g in sweep.groupby("row", sort=False):
+            ax.plot(g["S_requested"], g[col], marker="o", ms=3, label=name)
+        ax.set(title=title, xlabel="requested quality S")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -11,6 +11,9 @@ condition is the score bin s = clamp(floor(10 S), 0, 9) of the wanted quality S:
 The Transformer (bidirectional; pre-LayerNorm; GELU; learned positional embedding added to the
 queries and keys) reads the r*r tokens projected to d_model and predicts, for every token, logits
 over the common codebook C and over the HQ+ codebook H (eq. 13-14).
+
+`codebooks: common` is the single-codebook baseline (CodeFormer-style): the H head is neither
+trained nor used, the feature target is C[idx_c] and decoding uses C alone (lambda = 0).
 """
 from __future__ import annotations
 
@@ -36,10 +39,13 @@ class TransformerConfig:
     d_ff: int = 1024
     conditioning: str = "add"  # "add" | "adaln" | "none"
     dropout: float = 0.0
+    codebooks: str = "dual"  # "dual" (C and HQ+ H, the method) | "common" (C only: the single-codebook baseline)
 
     def __post_init__(self):
         if self.conditioning not in ("add", "adaln", "none"):
             raise ValueError(f"conditioning must be add, adaln or none, got {self.conditioning!r}")
+        if self.codebooks not in ("dual", "common"):
+            raise ValueError(f"codebooks must be dual or common, got {self.codebooks!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
 
@@ -138,11 +144,15 @@ class CodeTransformer(nn.Module):
         return self.head_c(x), self.head_h(x)
 
 
-def code_losses(logits_c: torch.Tensor, logits_h: torch.Tensor, idx_c: torch.Tensor, idx_h: torch.Tensor) -> torch.Tensor:
-    """L_code = 0.5 CE(l_c, idx_c) + 0.5 CE(l_h, idx_h) (eq. 15); logits (B, T, K), indices (B, T)."""
+def code_losses(logits_c: torch.Tensor, logits_h: torch.Tensor, idx_c: torch.Tensor, idx_h: torch.Tensor,
+                codebooks: str = "dual") -> torch.Tensor:
+    """L_code = 0.5 CE(l_c, idx_c) + 0.5 CE(l_h, idx_h) (eq. 15); logits (B, T, K), indices (B, T).
+    With codebooks="common" (the baseline) only CE(l_c, idx_c)."""
     k = logits_c.shape[-1]
-    return 0.5 * F.cross_entropy(logits_c.reshape(-1, k), idx_c.reshape(-1)) + \
-        0.5 * F.cross_entropy(logits_h.reshape(-1, k), idx_h.reshape(-1))
+    ce_c = F.cross_entropy(logits_c.reshape(-1, k), idx_c.reshape(-1))
+    if codebooks == "common":
+        return ce_c
+    return 0.5 * ce_c + 0.5 * F.cross_entropy(logits_h.reshape(-1, k), idx_h.reshape(-1))
 
 
 def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -167,7 +177,7 @@ class QualityRestorer(nn.Module):
         self.encoder = copy.deepcopy(stage1.encoder).requires_grad_(True)
         self.transformer = CodeTransformer(cfg)
         self.stage1 = stage1.eval().requires_grad_(False)  # C, H and G stay frozen
-        self.hq_weight = stage1.cfg.hq_weight
+        self.hq_weight = stage1.cfg.hq_weight if cfg.codebooks == "dual" else 0.0
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -182,12 +192,14 @@ class QualityRestorer(nn.Module):
         return self.transformer.condition(self.encoder(x01 * 2 - 1), bins)
 
     def codes(self, idx_c: torch.Tensor, idx_h: torch.Tensor, hq_weight: float | None = None) -> torch.Tensor:
-        """C[idx_c] + lambda H[idx_h] for indices (B, T) -> (B, D, r, r) (eq. 17)."""
+        """C[idx_c] + lambda H[idx_h] for indices (B, T) -> (B, D, r, r) (eq. 17); C alone for a
+        single-codebook model or lambda = 0."""
         r = self.cfg.latent_size
         lam = self.hq_weight if hq_weight is None else hq_weight
         zc = self.stage1.quant_c.lookup(idx_c.view(-1, r, r))
-        zh = self.stage1.quant_h.lookup(idx_h.view(-1, r, r))
-        return zc + lam * zh
+        if self.cfg.codebooks == "common" or lam == 0:
+            return zc
+        return zc + lam * self.stage1.quant_h.lookup(idx_h.view(-1, r, r))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Frozen generator: z (B, D, r, r) -> image (B, 3, R, R) in [0,1]."""
@@ -195,10 +207,14 @@ class QualityRestorer(nn.Module):
 
     @torch.no_grad()
     def restore(self, x01: torch.Tensor, score: float = 0.95, hq_weight: float | None = None,
-                use_adain: bool = True) -> torch.Tensor:
-        """Inference (SPEC 1.6): LQ (B, 3, R, R) in [0,1] at quality S -> restored (B, 3, R, R) in [0,1]."""
+                use_adain: bool = True, continuous: bool = False) -> torch.Tensor:
+        """Inference (SPEC 1.6): LQ (B, 3, R, R) in [0,1] at quality S -> restored (B, 3, R, R) in [0,1].
+        `continuous=True` decodes the unquantised latent G(z_l) instead (what the "continuous"
+        counter-example optimised; not the method)."""
         bins = score_to_bin(torch.full((x01.shape[0],), float(score), device=x01.device))
         z_l = self.latent(x01, bins)
+        if continuous:
+            return self.decode(z_l)
         lc, lh = self.transformer(z_l, bins)
         z_hat = self.codes(lc.argmax(-1), lh.argmax(-1), hq_weight)
         if use_adain:

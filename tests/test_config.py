@@ -84,3 +84,46 @@ def test_floats_have_a_decimal_point(root, name):
     for line in (root / name).read_text().splitlines():
         value = line.split("#")[0]
         assert not re.search(r"(?<![\w.])\d+e[-+]?\d+", value), line
+
+
+def _with_variant(root, overrides: dict) -> dict:
+    raw = _raw(root)
+    raw["variants"] = {"v": overrides}
+    return raw
+
+
+def test_variant_overrides_apply_only_what_they_name(root):
+    from dataclasses import asdict
+
+    from iqpfr.config import variant
+
+    p = load_params(root / "params.yaml")
+    assert set(p.variants) == {"baseline", "baseline_plus", "no_quality_loss", "continuous"}
+    base = variant(p, "baseline")
+    assert base.transformer.codebooks == "common" and base.transformer.conditioning == "none"
+    assert base.stage2.quality_weight == 0.0
+    # everything not overridden is the main model's: the comparison differs in one thing at a time
+    assert asdict(base.stage2) | {"quality_weight": p.stage2.quality_weight} == asdict(p.stage2)
+    assert base.vqgan == p.vqgan and base.data == p.data
+    assert variant(p, "continuous").stage2.quality_mode == "continuous"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"stage2": {"quality_wieght": 0.0}},
+     r"variants\.v\.stage2\.quality_wieght: unknown key; did you mean 'quality_weight'"),
+    ({"stage1": {"steps": 3}}, r"variants\.v\.stage1: a variant may override only"),
+    ({"transformer": {"codebooks": "triple"}}, r"variants\.v: transformer\.codebooks: 'triple' is not one of"),
+    ({"stage2": {"steps": "many"}}, r"variants\.v\.stage2\.steps: expected an integer"),
+    ({"stage2": 3}, r"variants\.v\.stage2: expected a mapping"),
+])
+def test_bad_variant_is_named(root, overrides, message):
+    raw = _with_variant(root, overrides)
+    with pytest.raises(ConfigError, match=message):
+        build(Params, raw).validate()
+
+
+def test_unknown_variant_name(root):
+    from iqpfr.config import variant
+
+    with pytest.raises(ConfigError, match=r"variants\.nope: no such variant"):
+        variant(load_params(root / "params.yaml"), "nope")

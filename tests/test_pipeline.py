@@ -8,7 +8,7 @@ import pytest
 import tomllib
 import yaml
 
-from iqpfr.cli import STAGES
+from iqpfr.cli import STAGES, VARIANT_SECTIONS
 from iqpfr.notebook import parameter_names
 
 
@@ -25,7 +25,7 @@ def test_cli_stages_list_exactly_their_sections(dvc_stages):
 
 
 def test_notebook_stages_list_exactly_their_parameters(root, dvc_stages):
-    notebook_stages = {n: s for n, s in dvc_stages.items() if "iqpfr.notebook" in s["cmd"]}
+    notebook_stages = {n: s for n, s in dvc_stages.items() if "iqpfr.notebook" in s.get("cmd", "")}
     assert notebook_stages, "no notebook stage found"
     for name, stage in notebook_stages.items():
         m = re.fullmatch(r"python -m iqpfr\.notebook (\S+\.ipynb) (reports/\S+\.ipynb)", stage["cmd"])
@@ -38,8 +38,20 @@ def test_notebook_stages_list_exactly_their_parameters(root, dvc_stages):
 
 
 def test_every_stage_is_covered(dvc_stages):
-    unknown = [n for n, s in dvc_stages.items() if n not in STAGES and "iqpfr.notebook" not in s["cmd"]]
+    unknown = [n for n, s in dvc_stages.items()
+               if n not in STAGES and "iqpfr.notebook" not in s.get("cmd", "") and n != "train_variant"]
     assert not unknown
+
+
+def test_variant_stage_expands_the_params_variants(dvc_stages, root):
+    """train_variant is a foreach over params.yaml `variants`, reading the CLI's sections plus its own entry."""
+    stage = dvc_stages["train_variant"]
+    assert stage["foreach"] == "${variants}" and stage["do"]["cmd"] == "iqpfr variant ${key}"
+    assert sorted(stage["do"]["params"]) == sorted([*VARIANT_SECTIONS, "variants.${key}"])
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    assert params["variants"], "the default profile compares variants"
+    evaluate = dvc_stages["evaluate"]
+    assert "models/variants" in evaluate["deps"] and "models/stage2" in evaluate["deps"]
 
 
 def test_no_stage_depends_on_an_executed_notebook(dvc_stages):

@@ -126,3 +126,70 @@ def test_very_large_inputs_are_skipped(model, tmp_path):
     opts = restore.RestoreOptions(max_pixels=100_000)
     summary = restore.run([tmp_path / "big.png"], tmp_path / "out", model, opts, torch.device("cpu"))
     assert summary.restored == [] and "larger than 100000 pixels" in summary.skipped[0][1]
+
+
+def _rotated_face_photo(seed: int, angle: float):
+    """A 256 px synthetic face pasted into a 512 px grey canvas and rotated about its centre by
+    `angle` degrees; returns (photo, true landmarks (5, 2) in photo pixels)."""
+    f = render_face(seed, 256)
+    canvas = np.full((512, 512, 3), 0.5, np.float32)
+    canvas[128:384, 128:384] = f.image
+    R = restore.cv2.getRotationMatrix2D((256, 256), angle, 1.0)
+    photo = restore.cv2.warpAffine(canvas, R, (512, 512), borderMode=restore.cv2.BORDER_REFLECT)
+    return photo, np.c_[f.landmarks + 128, np.ones(5)] @ R.T
+
+
+@pytest.mark.parametrize("angle", [0.0, 20.0])
+def test_landmark_alignment_puts_the_eyes_on_the_template(angle):
+    """Faces the project renders know their landmarks: after detection and 5-point alignment the
+    true eye centres land on the template's within 4% of the crop, upright even for a tilted face."""
+    from iqpfr.synthfaces import TEMPLATE_5PT
+
+    photo, truth = _rotated_face_photo(0, angle)
+    transforms, notes = restore.alignments(photo, restore.RestoreOptions(aligned=False), 256)
+    assert len(transforms) == 1, notes
+    eyes = np.c_[truth[:2], np.ones(2)] @ transforms[0].T
+    assert np.abs(eyes / 256 - TEMPLATE_5PT[:2]).max() < 0.04
+    box_only, _ = restore.alignments(photo, restore.RestoreOptions(aligned=False, align="box"), 256)
+    if angle and box_only:  # a box cannot undo the tilt: its eye line stays rotated
+        eyes_box = np.c_[truth[:2], np.ones(2)] @ box_only[0].T
+        assert abs(eyes_box[1, 1] - eyes_box[0, 1]) > abs(eyes[1, 1] - eyes[0, 1]) + 5
+
+
+def test_eyes_to_template_is_an_exact_similarity():
+    from iqpfr.synthfaces import TEMPLATE_5PT
+
+    eyes = np.array([[100.0, 120.0], [160.0, 100.0]])
+    M = restore.eyes_to_template(eyes, 128)
+    np.testing.assert_allclose(np.c_[eyes, np.ones(2)] @ M.T, TEMPLATE_5PT[:2] * 128, atol=1e-9)
+    a = M[:, :2]
+    np.testing.assert_allclose(a @ a.T, np.eye(2) * np.linalg.det(a), atol=1e-9)  # rotation times scale
+
+
+def test_implausible_landmarks_are_refused():
+    box = (100, 100, 100, 100)
+    assert restore.plausible_eyes(np.array([[130.0, 140.0], [170.0, 140.0]]), box)
+    assert not restore.plausible_eyes(np.array([[148.0, 140.0], [152.0, 140.0]]), box)  # eyes 4 px apart
+    assert not restore.plausible_eyes(np.array([[130.0, 110.0], [160.0, 170.0]]), box)  # 63 degrees
+    assert not restore.plausible_eyes(np.array([[20.0, 140.0], [70.0, 140.0]]), box)  # outside the box
+
+
+def test_bundle_round_trip_and_strict_errors(ckpts, model, tmp_path, capsys):
+    """`iqpfr export` writes one self-describing file that restores exactly like the two checkpoints."""
+    bundle = tmp_path / "bundle.pt"
+    assert cli.main(["export", "-o", str(bundle), "--checkpoint", str(ckpts[0]), "--stage1", str(ckpts[1])]) == 0
+    loaded = restore.load_model(bundle)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded.restore(x, 0.95), model.restore(x, 0.95))
+    with pytest.raises(ValueError, match="carries its own stage I"):
+        restore.load_model(bundle, ckpts[1])
+    broken = torch.load(bundle, weights_only=False)
+    broken["restorer"]["encoder"].popitem()
+    torch.save(broken, tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match="weights do not match its config"):
+        restore.load_model(tmp_path / "broken.pt")
+    _faces_folder(tmp_path / "in")
+    assert cli.main(["restore", str(tmp_path / "in" / "face0.png"), "-o", str(tmp_path / "out"), "--aligned",
+                     "--checkpoint", str(bundle)]) == 0
+    assert cli.main(["export", "-o", str(tmp_path / "x.pt"), "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "not found" in capsys.readouterr().err

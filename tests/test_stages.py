@@ -98,3 +98,37 @@ def test_stage2_notebook(tiny_project, in_dir):
     model, info = conditioned.load_restorer()
     assert info["step"] == 4
     assert cli.main(["check-params"]) == 0
+
+
+def test_variants_and_evaluation_notebook(tiny_project, in_dir):
+    """Every variant of the tiny profile trains through the CLI (as `dvc repro` runs
+    train_variant@<name>), then notebook 04 evaluates them all and writes its tables."""
+    from iqpfr import cli, comparison, conditioned, notebook
+
+    in_dir(tiny_project)
+    if not (tiny_project / "models/stage2/restorer.pt").exists():
+        test_stage2_notebook(tiny_project, lambda p: p)
+    params = load_params("params.yaml")
+    for name in params.variants:
+        assert cli.main(["variant", name]) == 0
+        m = json.loads((tiny_project / f"reports/metrics/variants/{name}.json").read_text())
+        assert m["steps"] == params.stage2.steps and m["overrides"] == params.variants[name]
+    base, _ = conditioned.load_restorer(conditioned.VARIANTS / "baseline" / "restorer.pt")
+    assert base.cfg.codebooks == "common" and base.cfg.conditioning == "none" and base.hq_weight == 0.0
+    notebook.run("notebooks/04_evaluate.ipynb", "reports/04_evaluate.ipynb", "params.yaml")
+    nb = nbformat.read("reports/04_evaluate.ipynb", as_version=4)
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    summary = json.loads((tiny_project / "reports/metrics/evaluate.json").read_text())
+    rows = {"lq", "gt", "iqpfr", "iqpfr_lambda0", "continuous_latent", *params.variants}
+    assert set(summary["pairs"]) == rows
+    assert summary["pairs"]["gt"]["ssim_oracle"] == pytest.approx(
+        data.read_manifest("data/testset/pairs")["true_quality"].mean(), abs=2e-3)
+    assert {"lpips", "fid", "identity"} <= set(summary["unavailable"])  # no weights; 32 px faces
+    per_image = pd.read_csv(tiny_project / "reports/eval/pairs/iqpfr.csv")
+    assert len(per_image) == 8 and {"S", "piqe", "psnr_gt", "ssim_gt", "psnr_oracle", "ssim_oracle"} <= set(per_image)
+    sweep = pd.read_csv(tiny_project / "reports/metrics/evaluate_s_sweep.csv")
+    assert set(sweep["row"]) == {"baseline_plus", "no_quality_loss", "continuous", "iqpfr"}  # the conditioned ones
+    assert len(sweep) == 4 * 10
+    claims = pd.read_csv(tiny_project / "reports/eval/claims.csv")
+    assert set(claims["verdict"]) <= {"supported", "contradicted", "inconclusive"} and len(claims) >= 10
+    assert comparison.available_sets() == ["pairs"]

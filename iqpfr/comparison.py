@@ -113,7 +113,7 @@ def s_sweep(models: dict, images: dict, judges: ev.Judges, count: int) -> pd.Dat
     for name, model in models.items():
         for s in BIN_CENTRES:
             out = torch.cat([model.restore(lq[i:i + 64], s) for i in range(0, len(lq), 64)])
-            row = {"row": name, "S_requested": s, "S_output": float(judges.score(out)["S"].mean())}
+            row = {"row": name, "S_requested": s, "S_output": float(judges.prior_score(out).mean())}
             for ref in ("gt", "oracle"):
                 if ref in images:
                     fr = ev.full_reference(out, images[ref][:count], ref)
@@ -122,12 +122,12 @@ def s_sweep(models: dict, images: dict, judges: ev.Judges, count: int) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+@torch.no_grad()
 def run(data_cfg: DataConfig, scoring: ScoringConfig, evaluation: EvaluationConfig, variants: dict,
         progress=print) -> dict:
     """The evaluation stage. Returns the summaries, per-image tables, sweep, claims and the first
     `grid_count` outputs of every row on the first set (for figures)."""
     t0 = time.time()
-    torch.set_grad_enabled(False)
     judges = ev.Judges.load(SCORES / "norm_stats.json", PRIOR, evaluation.judges, evaluation.judge_size,
                             scoring.offline)
     lpips_fn, identity, fid, unavailable = _optional_metrics(data_cfg, evaluation)

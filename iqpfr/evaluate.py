@@ -158,15 +158,21 @@ class Judges:
                 unavailable[n] = str(err)
         return cls(stats, prior, judges, unavailable)
 
+    @staticmethod
+    def _run(metric, x: torch.Tensor, batch: int) -> np.ndarray:
+        step = metric.max_batch or batch
+        return torch.cat([metric(x[i:i + step]) for i in range(0, len(x), step)]).numpy()
+
+    @torch.no_grad()
+    def prior_score(self, x: torch.Tensor, batch: int = 64) -> np.ndarray:
+        """The prior's normalised score S (N,) of images (N, 3, R, R) in [0,1]."""
+        return self.stats.ensemble_score({n: self._run(m, x, batch) for n, m in self.prior.items()})
+
     @torch.no_grad()
     def score(self, x: torch.Tensor, batch: int = 64) -> pd.DataFrame:
         """Columns S (prior, normalised) and one raw column per available judge, for (N, 3, R, R) in [0,1]."""
-        def run(m):
-            step = m.max_batch or batch
-            return torch.cat([m(x[i:i + step]) for i in range(0, len(x), step)]).numpy()
-
-        out = {"S": self.stats.ensemble_score({n: run(m) for n, m in self.prior.items()})}
-        out.update({n: run(m) for n, m in self.judges.items()})
+        out = {"S": self.prior_score(x, batch)}
+        out.update({n: self._run(m, x, batch) for n, m in self.judges.items()})
         return pd.DataFrame(out)
 
     def directions(self) -> dict[str, str]:

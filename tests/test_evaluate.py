@@ -121,3 +121,34 @@ def test_comparison_table_marks_directions():
     t = comparison.comparison_table({"iqpfr": {"n": 3, "S": 0.9, "psnr_gt": 20.0, "piqe": 30.0}},
                                     {"S": "higher", "piqe": "lower"})
     assert list(t.columns) == ["S ↑", "psnr_gt ↑", "piqe ↓"]
+
+
+class _Brightness(torch.nn.Module):
+    def forward(self, x):
+        return x.mean((1, 2, 3))
+
+
+def _toy_judges() -> ev.Judges:
+    stats = quality.NormStats({"bright": {"min": 0.0, "max": 1.0, "lower_better": False}}, ["bright"])
+    prior = {"bright": quality.Metric("bright", False, "toy", _Brightness())}
+    return ev.Judges(stats, prior, {"piqe": quality.make_metric("piqe", min_size=64)}, {})
+
+
+def test_lq_only_sets_get_no_reference_metrics_only(tmp_path):
+    """A real LQ folder has no GT and no oracle: its tables hold S and the judges, nothing else."""
+    lq = torch.from_numpy(np.stack([_face(s, 32) for s in range(3)])).permute(0, 3, 1, 2)
+    images = {"files": ["a.png", "b.png", "c.png"], "lq": lq}
+    summaries, tables = ev.evaluate_set("wider", images, {"lq": lq, "iqpfr": lq.flip(3)}, _toy_judges(),
+                                        out_dir=tmp_path, progress=lambda *_: None)
+    assert list(tables["iqpfr"].columns) == ["file", "S", "piqe"]
+    assert summaries["lq"]["S"] == pytest.approx(float(lq.mean((1, 2, 3)).mean()), abs=1e-6)
+    assert (tmp_path / "wider" / "iqpfr.csv").exists() and (tmp_path / "wider" / "iqpfr.json").exists()
+
+
+def test_pairs_with_oracle_get_both_references(tmp_path):
+    gt = torch.from_numpy(np.stack([_face(s, 32) for s in range(3)])).permute(0, 3, 1, 2)
+    images = {"files": ["a", "b", "c"], "lq": gt * 0.5, "gt": gt, "oracle": gt}
+    summaries, tables = ev.evaluate_set("pairs", images, {"iqpfr": gt, "gt": gt}, _toy_judges(), out_dir=tmp_path,
+                                        progress=lambda *_: None)
+    assert summaries["iqpfr"]["psnr_gt"] == ev.PSNR_CAP and summaries["iqpfr"]["ssim_oracle"] == pytest.approx(1.0)
+    assert "psnr_gt" not in tables["gt"] and "ssim_oracle" in tables["gt"]  # the GT is compared with its oracle only

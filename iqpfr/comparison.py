@@ -122,24 +122,35 @@ def s_sweep(models: dict, images: dict, judges: ev.Judges, count: int) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+def _load_models(rows: list[ev.Entry]) -> dict:
+    """Each checkpoint of the comparison loaded once: {path: frozen QualityRestorer}."""
+    return {e.checkpoint: load_restorer(e.checkpoint)[0] for e in rows if e.checkpoint is not None}
+
+
+def _score_conditioned(rows: list[ev.Entry], models: dict) -> dict:
+    """The rows whose model takes a score (the S sweep's subjects), each run as trained."""
+    return {e.name: models[e.checkpoint] for e in rows if e.checkpoint is not None and e.hq_weight is None
+            and not e.continuous and models[e.checkpoint].cfg.conditioning != "none"}
+
+
 @torch.no_grad()
 def run(data_cfg: DataConfig, scoring: ScoringConfig, evaluation: EvaluationConfig, variants: dict,
         progress=print) -> dict:
-    """The evaluation stage. Returns the summaries, per-image tables, sweep, claims and the first
-    `grid_count` outputs of every row on the first set (for figures)."""
+    """The evaluation stage. Returns per set the summaries, per-image tables and the first
+    `grid_count` images of every row (for figures); the S sweep and the claims on the first set."""
     t0 = time.time()
+    sets = available_sets()
+    if not sets:
+        raise FileNotFoundError(f"no test sets in {TESTSET}: run the testset stage (dvc repro testset)")
     judges = ev.Judges.load(SCORES / "norm_stats.json", PRIOR, evaluation.judges, evaluation.judge_size,
                             scoring.offline)
     lpips_fn, identity, fid, unavailable = _optional_metrics(data_cfg, evaluation)
     unavailable.update(judges.unavailable)
     rows = ev.entries(variants, evaluation.hq_weights, STAGE2, VARIANTS)
-    models = {}
-    for e in rows:
-        if e.checkpoint is not None and e.checkpoint not in models:
-            models[e.checkpoint] = load_restorer(e.checkpoint)[0]
+    models = _load_models(rows)
     result = {"summaries": {}, "tables": {}, "grids": {}, "unavailable": unavailable,
               "directions": judges.directions(), "rows": rows}
-    for set_name in available_sets():
+    for set_name in sets:
         images = ev.load_set(TESTSET / set_name)
         outputs = {"lq": images["lq"]}
         for e in rows[1:]:
@@ -148,20 +159,15 @@ def run(data_cfg: DataConfig, scoring: ScoringConfig, evaluation: EvaluationConf
             outputs["gt"] = images["gt"]
         summaries, tables = ev.evaluate_set(set_name, images, outputs, judges, lpips_fn, identity, fid, progress=progress)
         result["summaries"][set_name], result["tables"][set_name] = summaries, tables
-        result["grids"][set_name] = {**{k: v[:evaluation.grid_count] for k, v in outputs.items()},
-                                     **({"oracle": images["oracle"][:evaluation.grid_count]} if "oracle" in images else {})}
-    first = available_sets()[0]
-    conditioned = {e.name: models[e.checkpoint] for e in rows
-                   if e.checkpoint is not None and e.hq_weight is None and not e.continuous
-                   and models[e.checkpoint].cfg.conditioning != "none"}
-    sweep = s_sweep(conditioned, ev.load_set(TESTSET / first), judges, evaluation.sweep_count)
+        shown = {**outputs, **({"oracle": images["oracle"]} if "oracle" in images else {})}
+        result["grids"][set_name] = {k: v[:evaluation.grid_count] for k, v in shown.items()}
+    sweep = s_sweep(_score_conditioned(rows, models), ev.load_set(TESTSET / sets[0]), judges, evaluation.sweep_count)
     sweep.to_csv(METRICS / "evaluate_s_sweep.csv", index=False, float_format="%.6g")
     result["sweep"] = sweep
     result["sweep_spearman"] = {n: spearman(g["S_requested"].to_numpy(), g["S_output"].to_numpy())
                                 for n, g in sweep.groupby("row")}
-    claims = claims_table(result["tables"][first], judges.directions())
-    claims.to_csv(ev.EVAL / "claims.csv", index=False, float_format="%.6g")
-    result["claims"] = claims
+    result["claims"] = claims_table(result["tables"][sets[0]], judges.directions())
+    result["claims"].to_csv(ev.EVAL / "claims.csv", index=False, float_format="%.6g")
     result["seconds"] = time.time() - t0
     ev.write_json(METRICS / "evaluate.json", {**result["summaries"], "unavailable": unavailable,
                                               "sweep_spearman": result["sweep_spearman"], "seconds": result["seconds"]})

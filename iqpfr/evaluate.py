@@ -113,8 +113,10 @@ class Identity:
 
     def __init__(self):
         import dlib
-        import face_recognition_models as frm
 
+        from .restore import face_models
+
+        frm = face_models()
         self.dlib = dlib
         self.shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
         self.net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())

@@ -198,11 +198,23 @@ def detect_faces(img: np.ndarray, detector: str = "dlib") -> list[tuple[int, int
     return [tuple(int(v) for v in b) for b in boxes]
 
 
+def face_models():
+    """The `face_recognition_models` package (its import warns that pkg_resources is deprecated:
+    a packaging detail of that package, silenced here)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        import face_recognition_models
+    return face_recognition_models
+
+
 @lru_cache(maxsize=1)
 def _dlib_models():
     """dlib's HOG face detector and the 5-point landmark model of `face-recognition-models`."""
     import dlib
-    import face_recognition_models as frm
+
+    frm = face_models()
 
     return dlib.get_frontal_face_detector(), dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
 

@@ -150,8 +150,10 @@ def run(data_cfg: DataConfig, scoring: ScoringConfig, evaluation: EvaluationConf
     models = _load_models(rows)
     result = {"summaries": {}, "tables": {}, "grids": {}, "unavailable": unavailable,
               "directions": judges.directions(), "rows": rows}
+    first_images = None
     for set_name in sets:
         images = ev.load_set(TESTSET / set_name)
+        first_images = first_images or images
         outputs = {"lq": images["lq"]}
         for e in rows[1:]:
             outputs[e.name] = ev.restore_all(models[e.checkpoint], images["lq"], e, evaluation.score, evaluation.batch_size)
@@ -161,7 +163,7 @@ def run(data_cfg: DataConfig, scoring: ScoringConfig, evaluation: EvaluationConf
         result["summaries"][set_name], result["tables"][set_name] = summaries, tables
         shown = {**outputs, **({"oracle": images["oracle"]} if "oracle" in images else {})}
         result["grids"][set_name] = {k: v[:evaluation.grid_count] for k, v in shown.items()}
-    sweep = s_sweep(_score_conditioned(rows, models), ev.load_set(TESTSET / sets[0]), judges, evaluation.sweep_count)
+    sweep = s_sweep(_score_conditioned(rows, models), first_images, judges, evaluation.sweep_count)
     sweep.to_csv(METRICS / "evaluate_s_sweep.csv", index=False, float_format="%.6g")
     result["sweep"] = sweep
     result["sweep_spearman"] = {n: spearman(g["S_requested"].to_numpy(), g["S_output"].to_numpy())

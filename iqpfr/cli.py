@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 
-from . import codebook, conditioned, pipeline
+from . import codebook, conditioned, pipeline, runtime
 from .config import ConfigError, load_params, section
 
 STAGES = {
@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     va = sub.add_parser("variant", help="train stage II of one variant (params.yaml `variants`)")
     va.add_argument("name")
     va.add_argument("--params", default="params.yaml")
+    se = sub.add_parser("seed", help="train stage II of one row with another seed (params.yaml `seeds`)")
+    se.add_argument("row", help="iqpfr or a variant name")
+    se.add_argument("seed", type=int)
+    se.add_argument("--params", default="params.yaml")
     rs = sub.add_parser("restore", help="restore faces: an image, a folder or a glob")
     rs.add_argument("input", help="image file, folder, or glob pattern (quote it)")
     rs.add_argument("-o", "--output", required=True, help="output folder (PNG files)")
@@ -98,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.file}: ok")
             return 0
         params = load_params(args.params)
+        runtime.configure()  # pinned threads, deterministic algorithms: reruns give the same bits
         if args.command == "variant":
             result = conditioned.train_variant(params, args.name)
+        elif args.command == "seed":
+            result = conditioned.train_seed(params, args.row, args.seed)
         else:
             fn, names = (STAGES if args.command == "stage" else TRAIN)[args.name]
             result = fn(*[section(params, n) for n in names])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import data, evaluate
+from . import data, evaluate, precision
 from .iqanet import spearman
 from .config import DataConfig, Stage1Config, VqganParams
 from .pipeline import METRICS, PRIOR, SCORES, WORLD, _load_stack, write_metrics
@@ -28,10 +28,15 @@ def vqgan_config(data_cfg: DataConfig, vqgan: VqganParams) -> VQGANConfig:
                                                          for k, v in vqgan.__dict__.items()})
 
 
-def stage1_settings(stage1: Stage1Config) -> Stage1Settings:
-    return Stage1Settings(stage1.steps, stage1.batch_size, stage1.lr, tuple(stage1.betas), stage1.lr_min_ratio,
-                          stage1.codebook_lr_mult, stage1.ema_decay, stage1.perceptual_weight, stage1.gan_start, stage1.gan_weight,
-                          stage1.hflip, stage1.seed, stage1.log_every, stage1.checkpoint_every)
+def stage1_settings(stage1: Stage1Config, device: torch.device | str = "cpu") -> Stage1Settings:
+    """The loop's settings from params.yaml's `stage1` section, with the precision resolved for `device`."""
+    return Stage1Settings(steps=stage1.steps, batch_size=stage1.batch_size, lr=stage1.lr, betas=tuple(stage1.betas),
+                          lr_min_ratio=stage1.lr_min_ratio, codebook_lr_mult=stage1.codebook_lr_mult,
+                          codebook_init=stage1.codebook_init, restart_every=stage1.restart_every,
+                          precision=precision.resolve(stage1.precision, device), ema_decay=stage1.ema_decay,
+                          perceptual_weight=stage1.perceptual_weight, gan_start=stage1.gan_start,
+                          gan_weight=stage1.gan_weight, hflip=stage1.hflip, seed=stage1.seed,
+                          log_every=stage1.log_every, checkpoint_every=stage1.checkpoint_every)
 
 
 def stage1_gates(stage1: Stage1Config, n: int) -> torch.Tensor:
@@ -51,7 +56,7 @@ def train_codebook(data_cfg: DataConfig, vqgan: VqganParams, stage1: Stage1Confi
     settings is set aside (renamed *.stale.pt), never silently mixed in.
     """
     d = setup_distributed()
-    cfg, settings = vqgan_config(data_cfg, vqgan), stage1_settings(stage1)
+    cfg, settings = vqgan_config(data_cfg, vqgan), stage1_settings(stage1, d.device)
     images = data.ManifestDataset(WORLD / "train")
     trainer = resume_or_restart(lambda: Stage1Trainer(cfg, settings, images, stage1_gates(stage1, len(images)),
                                                       make_perceptual(stage1.perceptual, d.device), d), STAGE1, progress)
@@ -64,6 +69,7 @@ def train_codebook(data_cfg: DataConfig, vqgan: VqganParams, stage1: Stage1Confi
     if d.main:
         write_log_csv(log, METRICS / "train_codebook_log.csv")
     return {"steps": trainer.step, "steps_this_run": trainer.step - start, "seconds_this_run": seconds,
+            "precision": settings.precision,
             "seconds_per_step": seconds / max(trainer.step - start, 1), "world_size": d.world,
             "parameters": {"encoder": sum(p.numel() for p in trainer.model.encoder.parameters()),
                            "generator": sum(p.numel() for p in trainer.model.generator.parameters()),
@@ -141,7 +147,12 @@ def analysis(data_cfg: DataConfig, vqgan: VqganParams, usage_images: int = 512) 
     books = torch.cat([model.quant_c.embedding.weight, model.quant_h.embedding.weight])
     u, s, v = torch.pca_lowrank(books, q=2)
     proj = ((books - books.mean(0)) @ v[:, :2]).numpy()
-    return {"step": info["step"], "holdout": x, "reconstructions": recs, "per_image": pd.DataFrame(rows),
+    per = pd.DataFrame(rows)
+    keeps = {}
+    if oracle is not None:  # does the common codebook keep each GT's own quality? (true quality = SSIM to the oracle)
+        keeps["spearman_true_quality_gt_vs_recon"] = spearman(per["ssim_oracle_gt"].to_numpy(),
+                                                              per["ssim_oracle_lambda0"].to_numpy())
+    return {"step": info["step"], "holdout": x, "reconstructions": recs, "per_image": per, "keeps_quality": keeps,
             "counts": counts, "projection": {"C (common)": proj[:k], "H (HQ+)": proj[k:]},
             "usage": {"perplexity_c": code_usage(idx_c, k)["perplexity"], "perplexity_h": code_usage(idx_h, k)["perplexity"],
                       "used_c": float((counts["C (common)"] > 0).mean()), "used_h": float((counts["H (HQ+)"] > 0).mean())}}

@@ -8,14 +8,15 @@ reports/metrics/evaluate_s_sweep.csv (for `dvc plots`). Metric conventions: see 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pandas as pd
 import torch
 
 from . import evaluate as ev
 from . import quality
-from .conditioned import BIN_CENTRES, STAGE2, VARIANTS, load_restorer
-from .config import DataConfig, EvaluationConfig, ScoringConfig
+from .conditioned import BIN_CENTRES, STAGE2, VARIANTS, load_restorer, seed_checkpoint
+from .config import DataConfig, EvaluationConfig, ScoringConfig, SeedsConfig
 from .iqanet import spearman
 from .pipeline import METRICS, PRIOR, SCORES, TESTSET
 
@@ -63,6 +64,48 @@ def claims_table(tables: dict[str, pd.DataFrame], directions: dict[str, str]) ->
     return pd.DataFrame(rows)
 
 
+def model_row(entry: ev.Entry) -> str | None:
+    """The trained model behind a row: "iqpfr" for the main checkpoint, the variant's name for a
+    variant's (so iqpfr_lambda0 -> iqpfr, continuous_latent -> continuous); None for lq and gt."""
+    if entry.checkpoint is None:
+        return None
+    return "iqpfr" if entry.checkpoint == STAGE2 else entry.checkpoint.parent.name
+
+
+def seed_entries(rows: list[ev.Entry], seed: int, seeded: list[str]) -> list[ev.Entry]:
+    """The rows whose model was also trained with `seed` (`seeds.rows`), pointed at that run's
+    checkpoint; reference rows (lq) are kept, rows of other models are left out."""
+    out = []
+    for e in rows:
+        row = model_row(e)
+        if row is None:
+            out.append(e)
+        elif row in seeded:
+            out.append(replace(e, checkpoint=seed_checkpoint(row, seed)))
+    return out
+
+
+def merge_seed_claims(per_seed: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """One row per claim: the first seed's numbers, `diff_seed<s>` and `verdict_seed<s>` for every
+    seed, and `verdict`: supported (or contradicted) only when every seed says so, else inconclusive.
+    A claim missing for some seed (its rows were not retrained) keeps only the seeds it has."""
+    seeds = list(per_seed)
+    base = per_seed[seeds[0]].copy()
+    for s in seeds:
+        t = per_seed[s].set_index("claim")
+        base[f"diff_seed{s}"] = base["claim"].map(t["diff"])
+        base[f"verdict_seed{s}"] = base["claim"].map(t["verdict"])
+    verdicts = base[[f"verdict_seed{s}" for s in seeds]]
+
+    def combine(row) -> str:
+        have = set(row.dropna())
+        return have.pop() if len(have) == 1 and have <= {"supported", "contradicted"} else "inconclusive"
+
+    base["seeds"] = verdicts.notna().sum(1)
+    base["verdict"] = verdicts.apply(combine, axis=1)
+    return base
+
+
 ARROWS = {"higher": "↑", "lower": "↓"}
 
 
@@ -72,6 +115,14 @@ def comparison_table(summaries: dict[str, dict], directions: dict[str, str]) -> 
     better = {**directions, **{c: "higher" for c in df.columns if c.startswith(("psnr", "ssim"))},
               **{c: "lower" for c in df.columns if c.startswith(("lpips", "identity", "fid"))}}
     return df.rename(columns={c: f"{c} {ARROWS[better[c]]}" for c in df.columns if c in better})
+
+
+def prior_agreement(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """Per row, Spearman(prior score S, true quality = SSIM to the pristine oracle) over its images
+    (rows without both columns are left out). Within a restorer's outputs this says whether the
+    prior can still tell better outputs from worse ones, i.e. whether the outputs fool it."""
+    return {row: spearman(t["S"].to_numpy(), t["ssim_oracle"].to_numpy())
+            for row, t in tables.items() if {"S", "ssim_oracle"} <= set(t.columns)}
 
 
 def _optional_metrics(data_cfg: DataConfig, evaluation: EvaluationConfig) -> tuple[object, object, bool, dict]:
@@ -134,10 +185,26 @@ def _score_conditioned(rows: list[ev.Entry], models: dict) -> dict:
 
 
 @torch.no_grad()
+def _seed_claims(rows: list[ev.Entry], set_name: str, images: dict, judges: ev.Judges, evaluation: EvaluationConfig,
+                 seed: int, progress=print) -> pd.DataFrame:
+    """The claims on one set with the models of training seed `seed` (per-image tables written to
+    reports/eval/<set>_seed<seed>/)."""
+    models = _load_models(rows)
+    outputs = {"lq": images["lq"]}
+    for e in rows[1:]:
+        outputs[e.name] = ev.restore_all(models[e.checkpoint], images["lq"], e, evaluation.score, evaluation.batch_size)
+    if "gt" in images:
+        outputs["gt"] = images["gt"]
+    _, tables = ev.evaluate_set(f"{set_name}_seed{seed}", images, outputs, judges, progress=progress)
+    return claims_table(tables, judges.directions())
+
+
+@torch.no_grad()
 def run(data_cfg: DataConfig, scoring: ScoringConfig, evaluation: EvaluationConfig, variants: dict,
-        progress=print) -> dict:
+        seeds: SeedsConfig | None = None, progress=print) -> dict:
     """The evaluation stage. Returns per set the summaries, per-image tables and the first
-    `grid_count` images of every row (for figures); the S sweep and the claims on the first set."""
+    `grid_count` images of every row (for figures); the S sweep and the claims on the first set,
+    with a verdict per training seed (the main runs' stage-II seed, then `seeds.extra`)."""
     t0 = time.time()
     sets = available_sets()
     if not sets:
@@ -168,9 +235,21 @@ def run(data_cfg: DataConfig, scoring: ScoringConfig, evaluation: EvaluationConf
     result["sweep"] = sweep
     result["sweep_spearman"] = {n: spearman(g["S_requested"].to_numpy(), g["S_output"].to_numpy())
                                 for n, g in sweep.groupby("row")}
-    result["claims"] = claims_table(result["tables"][sets[0]], judges.directions())
+    main_seed = load_restorer(STAGE2)[1]["train_config"]["seed"]
+    per_seed = {main_seed: claims_table(result["tables"][sets[0]], judges.directions())}
+    for seed in (seeds.extra if seeds is not None else []):
+        per_seed[seed] = _seed_claims(seed_entries(rows, seed, seeds.rows), sets[0], first_images, judges,
+                                      evaluation, seed, progress)
+    result["claims_per_seed"] = per_seed
+    result["claims"] = merge_seed_claims(per_seed)
+    agree = prior_agreement(result["tables"][sets[0]])
+    restorers = [e.name for e in rows[1:] if e.name in agree]
+    result["prior_spearman_by_row"] = agree
     result["claims"].to_csv(ev.EVAL / "claims.csv", index=False, float_format="%.6g")
     result["seconds"] = time.time() - t0
     ev.write_json(METRICS / "evaluate.json", {**result["summaries"], "unavailable": unavailable,
-                                              "sweep_spearman": result["sweep_spearman"], "seconds": result["seconds"]})
+                                              "sweep_spearman": result["sweep_spearman"],
+                                              "prior_spearman_by_row": agree,
+                                              "prior_spearman_on_outputs": min((agree[r] for r in restorers), default=None),
+                                              "seconds": result["seconds"]})
     return result

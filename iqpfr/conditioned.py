@@ -11,8 +11,16 @@ Per step, for GTs x_h of the global batch (same deterministic order and flips as
   L_q    = mean(max(0, 1 - Q(G(z_l + sg(z_hat - z_l)))))    z_hat = C[argmax l_c] + lambda H[argmax l_h]
   L_II   = w_feat L_feat + L_code + lambda_q L_q  (L_q from `quality_start` on)
 
-On CUDA the forward passes run under bf16 autocast; the CPU runs fp32. Under torchrun every
-process takes its share of the global batch and the gradients are averaged with all_reduce.
+The forward passes run under bf16 autocast where the device has native bf16 (`precision.resolve`:
+CUDA, or a CPU with AVX512-bf16/AMX), fp32 elsewhere; the choice is stored in the checkpoint.
+Under torchrun every process takes its share of the global batch and the gradients are averaged
+with all_reduce.
+
+The score embedding starts at zero and gets a larger learning rate (`score_lr_mult`): at the
+shared rate it barely leaves zero in a few hundred steps, and the Transformer then learns to read
+a GT's quality off the LQ instead of off S. With `balance_bins` every score bin is drawn equally
+often: FFHQ-like GTs crowd into the top bins, so the low bins' embeddings would otherwise see a few
+dozen GTs in a whole run.
 
 The quality term's gradient reaches z_l only through the straight-through path, so it trains E
 and the score embedding, never G or the codebooks, and the decoded image stays made of codebook
@@ -21,7 +29,7 @@ entries. `quality_mode: continuous` is the counter-example: G decodes z_l itself
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from . import data, quality
-from .config import DataConfig, DegradeConfig, Params, Stage2Config, TransformerParams, VqganParams, variant
+from . import data, precision, quality
+from .config import (ConfigError, DataConfig, DegradeConfig, Params, Stage2Config, TransformerParams, VqganParams,
+                     variant)
 from .codebook import STAGE1, TARGETS, vqgan_config
 from .degrade import DegradeRanges, degrade
 from .pipeline import METRICS, PRIOR, SCORES, WORLD, degrade_ranges, write_metrics
@@ -41,7 +50,8 @@ from .transformer import QualityRestorer, TransformerConfig, code_losses, score_
 
 STAGE2 = Path("models/stage2/restorer.pt")
 VARIANTS = Path("models/variants")  # models/variants/<name>/restorer.pt
-STAGE2_FORMAT = "iqpfr.stage2/1"
+SEEDS = Path("models/seeds")  # models/seeds/<row>/<seed>/restorer.pt
+STAGE2_FORMAT = "iqpfr.stage2/2"  # /2: carries a stage-I encoder of format iqpfr.stage1/2
 
 
 def code_hash() -> str:
@@ -65,9 +75,24 @@ class Stage2Settings:
     quality_weight: float = 0.0  # lambda_q; 0 switches the quality loss off
     quality_start: int = 0
     quality_mode: str = "discrete"  # "discrete" (straight-through, the method) or "continuous" (counter-example)
+    score_lr_mult: float = 1.0  # the score embedding's lr is lr * this
+    balance_bins: bool = False  # draw GTs so that every score bin is seen equally often
+    precision: str = "fp32"  # resolved: "fp32" or "bf16" (autocast)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 1000
+
+
+def balanced_batch_indices(step: int, groups: torch.Tensor, batch_size: int, seed: int, rank: int = 0,
+                           world: int = 1) -> list[int]:
+    """Like `batch_indices`, but every group (e.g. a score bin) is drawn equally often: each
+    sample's weight is 1 / (size of its group), drawn with replacement by a generator seeded by
+    (seed, step). `groups` (N,) holds a group id per sample. A pure function of its arguments."""
+    counts = torch.bincount(groups)
+    weights = 1.0 / counts[groups].double()
+    g = torch.Generator().manual_seed(seed * 1_000_003 + 500_009 + step)
+    glob = torch.multinomial(weights, batch_size, replacement=True, generator=g).tolist()
+    return glob[rank::world]
 
 
 class Stage2Trainer(TrainingLoop):
@@ -83,7 +108,10 @@ class Stage2Trainer(TrainingLoop):
         trained = torch.nn.ModuleDict({"encoder": model.encoder, "transformer": model.transformer})
         self.trained = trained
         self.ema = AveragedModel(trained, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
-        self.opt = torch.optim.Adam(self.params, lr=settings.lr, betas=settings.betas)
+        score = [p for n, p in model.transformer.named_parameters() if n.startswith(("score_map", "score_vec", "modulation"))]
+        rest = [p for p in self.params if all(p is not q for q in score)]
+        groups = [{"params": rest}] + ([{"params": score, "lr": settings.lr * settings.score_lr_mult}] if score else [])
+        self.opt = torch.optim.Adam(groups, lr=settings.lr, betas=settings.betas)
         self.step, self.log = 0, []
 
     def state(self) -> dict:
@@ -111,7 +139,11 @@ class Stage2Trainer(TrainingLoop):
 
     def batch(self, step: int):
         """(x_l in [0,1] (b,3,R,R), idx_c (b,T), idx_h (b,T), score bins (b,)) for this process."""
-        idx = batch_indices(step, len(self.images), self.s.batch_size, self.s.seed, self.d.rank, self.d.world)
+        if self.s.balance_bins:
+            idx = balanced_batch_indices(step, score_to_bin(self.scores), self.s.batch_size, self.s.seed,
+                                         self.d.rank, self.d.world)
+        else:
+            idx = batch_indices(step, len(self.images), self.s.batch_size, self.s.seed, self.d.rank, self.d.world)
         flips = batch_flips(step, self.s.batch_size, self.s.seed, self.d.rank, self.d.world)[:len(idx)]
         lq = []
         for j, (i, f) in enumerate(zip(idx, flips.tolist())):
@@ -157,8 +189,7 @@ class Stage2Trainer(TrainingLoop):
         t0 = time.perf_counter()
         self.m.train()
         x_l, idx_c, idx_h, bins = self.batch(self.step)
-        cuda = self.d.device.type == "cuda"
-        with torch.autocast("cuda", torch.bfloat16, enabled=cuda) if cuda else torch.autocast("cpu", enabled=False):
+        with precision.autocast(self.s.precision, self.d.device):
             loss, row = self.losses(x_l, idx_c, idx_h, bins)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -199,10 +230,13 @@ def transformer_config(data_cfg: DataConfig, vqgan: VqganParams, tp: Transformer
                              tp.conditioning, tp.dropout, tp.codebooks)
 
 
-def stage2_settings(s2: Stage2Config) -> Stage2Settings:
-    return Stage2Settings(s2.steps, s2.batch_size, s2.lr, tuple(s2.betas), s2.ema_decay, s2.feat_weight,
-                          s2.quality_weight, s2.quality_start, s2.quality_mode, s2.seed, s2.log_every,
-                          s2.checkpoint_every)
+def stage2_settings(s2: Stage2Config, device: torch.device | str = "cpu") -> Stage2Settings:
+    """The loop's settings from params.yaml's `stage2` section, with the precision resolved for `device`."""
+    return Stage2Settings(steps=s2.steps, batch_size=s2.batch_size, lr=s2.lr, betas=tuple(s2.betas),
+                          ema_decay=s2.ema_decay, feat_weight=s2.feat_weight, quality_weight=s2.quality_weight,
+                          quality_start=s2.quality_start, quality_mode=s2.quality_mode,
+                          score_lr_mult=s2.score_lr_mult, balance_bins=s2.balance_bins, precision=precision.resolve(s2.precision, device),
+                          seed=s2.seed, log_every=s2.log_every, checkpoint_every=s2.checkpoint_every)
 
 
 def load_targets(n: int) -> dict:
@@ -226,7 +260,7 @@ def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: V
     q = None
     if s2.quality_weight > 0:
         q = quality.load_quality(SCORES / "norm_stats.json", str(d.device), PRIOR)
-    settings = stage2_settings(s2)
+    settings = stage2_settings(s2, d.device)
     targets, ranges = load_targets(len(images)), degrade_ranges(degrade_cfg)
 
     def fresh() -> Stage2Trainer:
@@ -262,6 +296,33 @@ def train_variant(params: Params, name: str, progress=print) -> dict:
     return out
 
 
+def seed_params(params: Params, row: str, seed: int) -> Params:
+    """The params of `row` ("iqpfr" or a variant) trained with stage-II seed `seed` for `seeds.steps`
+    steps; `quality_start` is scaled by the same factor as the steps."""
+    p = params if row == "iqpfr" else variant(params, row)
+    s2 = p.stage2
+    start = round(s2.quality_start * params.seeds.steps / s2.steps)
+    return replace(p, stage2=replace(s2, seed=seed, steps=params.seeds.steps, quality_start=start))
+
+
+def seed_checkpoint(row: str, seed: int) -> Path:
+    return SEEDS / row / str(seed) / "restorer.pt"
+
+
+def train_seed(params: Params, row: str, seed: int, progress=print) -> dict:
+    """Stage `train_seed@<row>-<seed>`: `row` trained again with another stage-II seed (training
+    order, LQ degradations and initialisation all follow the seed). Writes
+    models/seeds/<row>/<seed>/restorer.pt and reports/metrics/seeds/<row>_<seed>{.json,_log.csv}."""
+    if row not in params.seeds.rows or seed not in params.seeds.extra:
+        raise ConfigError(f"seeds: ({row!r}, {seed}) is not in seeds.rows x seeds.extra")
+    p = seed_params(params, row, seed)
+    out = train_conditioned(p.data, p.degrade, p.vqgan, p.transformer, p.stage2, progress,
+                            checkpoint=seed_checkpoint(row, seed), log_csv=METRICS / "seeds" / f"{row}_{seed}_log.csv")
+    out.update({"row": row, "seed": seed, "quality_start": p.stage2.quality_start})
+    write_metrics(f"seeds/{row}_{seed}", out)
+    return out
+
+
 BIN_CENTRES = [round(0.05 + 0.1 * b, 2) for b in range(10)]
 
 
@@ -272,29 +333,58 @@ def score_sweep(model: QualityRestorer, lq: torch.Tensor, scores=BIN_CENTRES, ba
 
 
 @torch.no_grad()
-def analysis(data_cfg: DataConfig, count: int = 64) -> dict:
+def analysis(data_cfg: DataConfig, count: int = 64, checkpoint: Path = STAGE2) -> dict:
     """The S sweep on held-out test pairs: outputs at the ten bin centres, their prior score
-    (normalised with the training statistics) and its Spearman correlation with S."""
+    (normalised with the training statistics) and its Spearman correlation with S, and, where the
+    pairs have pristine oracles, the outputs' *true* quality (SSIM to the oracle, as in the world)
+    per S: `true_quality_by_S` and `true_quality_gain` (at S = 0.95 minus at S = 0.05)."""
+    from . import evaluate
     from .iqanet import spearman
     from .pipeline import TESTSET, _load_stack
 
-    model, info = load_restorer()
+    model, info = load_restorer(checkpoint)
     lq, frame = _load_stack(TESTSET / "pairs", "file")
     hq, _ = _load_stack(TESTSET / "pairs", "hq_file")
     lq, hq = lq[:count], hq[:count]
+    oracle = _load_stack(TESTSET / "pairs", "oracle_file")[0][:count] if "oracle_file" in frame else None
     stats = quality.NormStats.load(SCORES / "norm_stats.json")
     metrics = {n: quality.make_metric(n, "cpu", PRIOR) for n in stats.ensemble}
 
     def prior_score(x: torch.Tensor) -> torch.Tensor:
         return torch.tensor(stats.ensemble_score({n: m(x).numpy() for n, m in metrics.items()}))
 
+    def true_quality(x: torch.Tensor) -> torch.Tensor:
+        return evaluate.full_reference(x, oracle, "oracle")["ssim_oracle"].to_numpy()
+
     sweep = score_sweep(model, lq)
     per_s = {s: prior_score(x) for s, x in sweep.items()}
     means = [float(v.mean()) for v in per_s.values()]
     bins = pd.read_csv(SCORES / "train.csv")["bin"].value_counts().reindex(range(10), fill_value=0).tolist()
-    return {"step": info["step"], "lq": lq, "hq": hq, "sweep": sweep, "scores": per_s,
-            "summary": {"spearman_S_vs_output_score": spearman(BIN_CENTRES, means),
-                        "output_score_at_0.05": means[0], "output_score_at_0.95": means[-1],
-                        "output_score_by_S": dict(zip(map(str, BIN_CENTRES), means)),
-                        "lq_score": float(prior_score(lq).mean()), "hq_score": float(prior_score(hq).mean()),
-                        "training_gts_per_bin": bins}}
+    summary = {"spearman_S_vs_output_score": spearman(BIN_CENTRES, means),
+               "output_score_at_0.05": means[0], "output_score_at_0.95": means[-1],
+               "output_score_by_S": dict(zip(map(str, BIN_CENTRES), means)),
+               "lq_score": float(prior_score(lq).mean()), "hq_score": float(prior_score(hq).mean()),
+               "training_gts_per_bin": bins}
+    true_q = None
+    if oracle is not None:
+        true_q = {s: true_quality(x) for s, x in sweep.items()}
+        tq = [float(v.mean()) for v in true_q.values()]
+        summary.update({"true_quality_by_S": dict(zip(map(str, BIN_CENTRES), tq)),
+                        "true_quality_gain": tq[-1] - tq[0], "spearman_S_vs_true_quality": spearman(BIN_CENTRES, tq),
+                        "lq_true_quality": float(true_quality(lq).mean()), "hq_true_quality": float(true_quality(hq).mean())})
+    summary.update(embedding_strength(model, lq))
+    return {"step": info["step"], "lq": lq, "hq": hq, "sweep": sweep, "scores": per_s, "true_quality": true_q,
+            "summary": summary}
+
+
+@torch.no_grad()
+def embedding_strength(model: QualityRestorer, lq: torch.Tensor) -> dict[str, float]:
+    """How far the score embedding moves the latent: RMS of Emb[9] - Emb[0] (the change from the
+    lowest to the highest bin) against the RMS of the encoder's latent E(x_l) of LQ images
+    (N, 3, R, R) in [0,1]. Empty for models without the "add" embedding."""
+    if model.transformer.score_map is None:
+        return {}
+    emb = model.transformer.score_map  # (10, D, r, r)
+    z = model.encoder(lq * 2 - 1)
+    return {"embedding_rms_bin9_minus_bin0": float((emb[-1] - emb[0]).pow(2).mean().sqrt()),
+            "latent_rms": float(z.pow(2).mean().sqrt())}

@@ -109,12 +109,14 @@ class IqaConfig:
     num_train: int
     num_val: int
     num_unseen: int  # split whose degradation mixture the prior never sees in training
+    restorer_fraction: float  # share of train/val images with restorer-like artefacts instead of capture flaws
     rank_levels: int  # distortion levels per type for the ranking objective on real folders
 
     def validate(self) -> None:
         for k in ("num_train", "num_val", "num_unseen"):
             _range(f"iqa.{k}", getattr(self, k), 1, 10_000_000)
         _range("iqa.rank_levels", self.rank_levels, 2, 20)
+        _range("iqa.restorer_fraction", self.restorer_fraction, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,10 @@ class Stage1Config:
     lr: float
     betas: list[float]
     lr_min_ratio: float  # cosine schedule from lr down to lr * lr_min_ratio
-    codebook_lr_mult: float  # the codebooks' lr is lr * this (codes start near 0, see params.yaml)
+    codebook_lr_mult: float  # the codebooks' lr is lr * this
+    codebook_init: str  # "encoder" (codes drawn from the first batch's encoder outputs) or "uniform" (+-1/K)
+    restart_every: int  # move codes unused for this many steps onto batch encoder outputs (0 = never)
+    precision: str  # "auto" (bf16 where the CPU/GPU has native bf16, else fp32), "fp32" or "bf16"
     ema_decay: float  # EMA of the generator's weights
     perceptual: str  # "lpips" (VGG, needs its weights), "ssim" (pyiqa, training-free) or "none"
     perceptual_weight: float
@@ -207,6 +212,9 @@ class Stage1Config:
     def validate(self) -> None:
         _choice("stage1.perceptual", self.perceptual, ("lpips", "ssim", "none"))
         _choice("stage1.gate", self.gate, ("threshold", "strict", "all", "none"))
+        _choice("stage1.codebook_init", self.codebook_init, ("encoder", "uniform"))
+        _choice("stage1.precision", self.precision, ("auto", "fp32", "bf16"))
+        _range("stage1.restart_every", self.restart_every, 0, 100_000_000)
         _range("stage1.steps", self.steps, 1, 100_000_000)
         _range("stage1.batch_size", self.batch_size, 1, 100_000)
         _range("stage1.ema_decay", self.ema_decay, 0.0, 1.0)
@@ -246,12 +254,17 @@ class Stage2Config:
     quality_weight: float  # lambda_q of the discrete quality loss; 0.0 switches it off
     quality_start: int  # step from which the quality loss is on
     quality_mode: str  # "discrete" (straight-through, the method) or "continuous" (counter-example)
+    score_lr_mult: float  # the score embedding's lr is lr * this (it starts at zero and must learn in few steps)
+    balance_bins: bool  # draw GTs so that every score bin is seen equally often
+    precision: str  # "auto", "fp32" or "bf16" (as stage1.precision)
     seed: int
     log_every: int
     checkpoint_every: int
 
     def validate(self) -> None:
         _choice("stage2.quality_mode", self.quality_mode, ("discrete", "continuous"))
+        _choice("stage2.precision", self.precision, ("auto", "fp32", "bf16"))
+        _range("stage2.score_lr_mult", self.score_lr_mult, 0.0, 10_000.0)
         _range("stage2.steps", self.steps, 1, 100_000_000)
         _range("stage2.quality_weight", self.quality_weight, 0.0, 100.0)
 
@@ -282,6 +295,23 @@ class EvaluationConfig:
         _range("evaluation.batch_size", self.batch_size, 1, 4096)
 
 
+@dataclass(frozen=True)
+class SeedsConfig:
+    """Training-seed variance: the rows the claims compare are trained again with other stage-II seeds
+    (DVC stage `train_seed@<row>-<seed>`), and a claim is supported only when every seed supports it."""
+
+    extra: list[int]  # stage-II seeds besides stage2.seed (whose models are the main and variant runs)
+    steps: int  # stage-II steps of each extra-seed run (quality_start scales with it)
+    rows: list[str]  # "iqpfr" (the main model) and names of `variants`
+
+    def validate(self) -> None:
+        _range("seeds.steps", self.steps, 1, 100_000_000)
+        if len(set(self.extra)) != len(self.extra):
+            raise ConfigError(f"seeds.extra: seeds must be distinct, got {self.extra}")
+        if len(set(self.rows)) != len(self.rows):
+            raise ConfigError(f"seeds.rows: rows must be distinct, got {self.rows}")
+
+
 VARIANT_SECTIONS = ("transformer", "stage2")
 """The sections a variant may override: variants share the data, the prior and stage I."""
 
@@ -302,6 +332,7 @@ class Params:
     transformer: TransformerParams
     stage2: Stage2Config
     evaluation: EvaluationConfig
+    seeds: SeedsConfig
     variants: dict[str, dict[str, dict]]  # name -> {section: {key: value}}: overrides of the main model
 
     def validate(self) -> None:
@@ -310,6 +341,11 @@ class Params:
                 getattr(self, f.name).validate()
         for name in self.variants:
             variant(self, name)  # every override must name a real key with a valid value
+        for row in self.seeds.rows:
+            if row != "iqpfr" and row not in self.variants:
+                raise ConfigError(f"seeds.rows: {row!r} is neither 'iqpfr' nor a variant {sorted(self.variants)}")
+        if self.stage2.seed in self.seeds.extra:
+            raise ConfigError(f"seeds.extra: {self.stage2.seed} is stage2.seed, the main runs' own seed")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -297,12 +297,14 @@ class _WorldJob:
     dist: object
     ranges: object
     family: str
+    restorer_fraction: float = 0.0
 
 
 def _world_one(job: _WorldJob) -> dict:
     from .world import make_sample
 
-    gt, oracle, rec = make_sample(job.seed, job.split, job.index, job.resolution, job.dist, job.ranges, job.family)
+    gt, oracle, rec = make_sample(job.seed, job.split, job.index, job.resolution, job.dist, job.ranges, job.family,
+                                job.restorer_fraction)
     name = f"{job.index:06d}.png"
     row = {"file": f"gt/{name}", "sha256": write_png(Path(job.out_dir) / "gt" / name, gt),
            "oracle_file": f"oracle/{name}", "oracle_sha256": write_png(Path(job.out_dir) / "oracle" / name, oracle)}
@@ -311,13 +313,18 @@ def _world_one(job: _WorldJob) -> dict:
 
 
 def write_synthetic_set(out_dir: str | Path, split: str, count: int, seed: int, resolution: int,
-                        dist, ranges, family: str = "train", workers: int = 1) -> pd.DataFrame:
+                        dist, ranges, family: str = "train", workers: int = 1,
+                        restorer_fraction: float = 0.0) -> pd.DataFrame:
     """Render `count` faces of `split` with their capture into out_dir/{gt,oracle} + manifest.csv.
+
+    With `restorer_fraction` > 0 (family "train" only) that fraction of the images, drawn per
+    image, carries restorer-like artefacts (capture family "restorer") instead.
 
     `dist` is a world.QualityDistribution and `ranges` a degrade.CaptureRanges. The oracle folder
     holds the pristine renders: training code must only read `gt/`.
     """
-    jobs = [_WorldJob(str(out_dir), split, i, seed, resolution, dist, ranges, family) for i in range(count)]
+    jobs = [_WorldJob(str(out_dir), split, i, seed, resolution, dist, ranges, family, restorer_fraction)
+            for i in range(count)]
     rows = _parallel(_world_one, jobs, workers, count, f"render {split}")
     write_csv(Path(out_dir) / "manifest.csv", rows)
     return pd.DataFrame(rows)

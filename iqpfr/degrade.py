@@ -134,7 +134,11 @@ class CaptureRanges:
 
     family "train" mixes Gaussian blur, Gaussian noise and JPEG. family "unseen" mixes
     degradations the learned prior never sees in training: motion blur, bilinear
-    down-and-up resizing and signal-dependent (Poisson-like) noise, then JPEG.
+    down-and-up resizing and signal-dependent (Poisson-like) noise, then JPEG. family
+    "restorer" mixes the flaws a codebook restorer's outputs show (used only for the prior's
+    training data, so that restored faces cannot fool it): over-smoothing with posterised
+    colours, codebook-like blockiness (each 4 x 4 block pulled towards its mean) and GAN-like
+    texture (a fixed high-frequency pattern), then JPEG.
     """
 
     max_blur_sigma: float = 24.0
@@ -170,13 +174,42 @@ def capture(pristine: np.ndarray, severity: float, mix: np.ndarray, noise_field:
         peak = 1.0 / max(t * mix[1] * ranges.max_noise / 255.0, 1e-6) ** 2
         out = np.clip(out + noise_field * np.sqrt(np.clip(out, 0, 1) / peak), 0, 1)
         params = {"motion_length": length, "resize_factor": r, "poisson_peak": min(peak, 1e9)}
+    elif family == "restorer":
+        out, params = _restorer_artefacts(out, t, mix, noise_field, ranges, scale)
     else:
-        raise ValueError(f"unknown capture family {family!r}; expected 'train' or 'unseen'")
+        raise ValueError(f"unknown capture family {family!r}; expected 'train', 'unseen' or 'restorer'")
     q = int(round(100 - t * mix[2] * (100 - ranges.min_jpeg)))
     if q < 100:
         out = jpeg(out, q)
     params["jpeg_quality"] = q
     return to_uint8_grid(out), {k: round(float(v), 4) for k, v in params.items()}
+
+
+def _restorer_artefacts(img: np.ndarray, t: float, mix: np.ndarray, noise_field: np.ndarray,
+                        ranges: CaptureRanges, scale: float) -> tuple[np.ndarray, dict]:
+    """Restorer-like flaws at severity t along `mix` (3,): smoothing + posterisation, blockiness,
+    GAN-like texture. Deterministic given the noise field; monotone in t."""
+    h = img.shape[0]
+    out = img
+    smooth = t * mix[0] * ranges.max_blur_sigma * scale
+    if smooth > 0.05:  # an edge-preserving smoothing (bilateral), then fewer colour levels
+        out = cv2.bilateralFilter(out, d=0, sigmaColor=0.05 + 0.3 * t * mix[0], sigmaSpace=smooth)
+        levels = max(2, int(round(256 / (1 + 31 * t * mix[0]))))
+        out = np.round(out * (levels - 1)) / (levels - 1)
+    block = t * mix[1]
+    if block > 0:
+        b = 4
+        hb = h // b * b
+        means = out[:hb, :hb].reshape(hb // b, b, hb // b, b, 3).mean((1, 3), keepdims=True)
+        pulled = out[:hb, :hb].reshape(hb // b, b, hb // b, b, 3) * (1 - block) + means * block
+        out = out.copy()
+        out[:hb, :hb] = pulled.reshape(hb, hb, 3)
+    texture = t * mix[2] * ranges.max_noise / 255.0
+    if texture > 0:  # a 2 x 2 checkerboard-modulated pattern: the typical upsampling artefact of a GAN decoder
+        checker = np.indices((h, h)).sum(0) % 2 * 2.0 - 1.0
+        pattern = cv2.GaussianBlur(noise_field, (0, 0), 1.0) * checker[..., None]
+        out = np.clip(out + texture * 2.0 * pattern, 0, 1)
+    return out, {"smooth_sigma": smooth, "block_strength": block, "texture_sigma": texture * 255.0}
 
 
 def _motion_blur(img: np.ndarray, length: float, angle: float) -> np.ndarray:

@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("output")
     ap.add_argument("--params", default="params.yaml")
     args = ap.parse_args(argv)
+    from .runtime import pin_environment
+
+    pin_environment()  # inherited by the notebook's kernel
     try:
         seconds = run(args.notebook, args.output, args.params)
     except ConfigError as err:

@@ -98,8 +98,10 @@ def build_world(data_cfg: DataConfig, capture: CaptureConfig) -> dict:
 def build_iqa_sets(data_cfg: DataConfig, capture: CaptureConfig, iqa: IqaConfig) -> dict:
     """Stage `iqa_data`: data for the learned prior, never the training GTs.
 
-    Synthetic: three separately seeded labelled splits with uniform true quality; `unseen` uses
-    the capture family the prior never trains on. Folder: the folder's images (held-out ones
+    Synthetic: three separately seeded labelled splits with uniform true quality; `train` and
+    `val` carry restorer-like artefacts on `iqa.restorer_fraction` of their images (so that
+    restored faces cannot fool the prior), `unseen` uses the capture family the prior never
+    trains on. Folder: the folder's images (held-out ones
     apart) for the ranking objective.
     """
     t0 = time.time()
@@ -109,9 +111,10 @@ def build_iqa_sets(data_cfg: DataConfig, capture: CaptureConfig, iqa: IqaConfig)
         uniform = QualityDistribution(tail_low=capture.tail_low, uniform=True)
         for split, n, family in (("train", iqa.num_train, "train"), ("val", iqa.num_val, "train"),
                                  ("unseen", iqa.num_unseen, "unseen")):
+            frac = iqa.restorer_fraction if family == "train" else 0.0
             df = data.write_synthetic_set(IQA / split, f"iqa_{split}", n, data_cfg.seed, data_cfg.resolution,
-                                          uniform, capture_ranges(capture), family, data_cfg.workers)
-            out[split] = {"count": len(df), "family": family}
+                                          uniform, capture_ranges(capture), family, data_cfg.workers, frac)
+            out[split] = {"count": len(df), "family": family, "families": df["family"].value_counts().to_dict()}
     else:
         train, holdout = _split_folder(data_cfg.folder, data_cfg.num_holdout)
         for split, files in (("rank_train", train), ("rank_holdout", holdout)):

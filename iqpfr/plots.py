@@ -155,16 +155,18 @@ def codebook_projection(points: dict[str, np.ndarray], usage: dict[str, np.ndarr
     return _save(fig, path)
 
 
-def score_vs_condition(s_values: list[float], per_image: dict, reference: dict[str, float], path=None):
-    """Mean (and spread) of the output quality score against the requested S, with reference lines."""
+def score_vs_condition(s_values: list[float], per_image: dict, reference: dict[str, float], path=None,
+                       ylabel: str = "prior score of the output", diagonal: bool = True):
+    """Mean (and spread) of an output quality measure against the requested S, with reference lines."""
     fig, ax = plt.subplots(figsize=(4.8, 3.4))
     vals = np.stack([np.asarray(per_image[s]) for s in s_values])  # (len(S), N)
     ax.plot(s_values, vals.mean(1), marker="o", label="restored (mean)")
     ax.fill_between(s_values, np.percentile(vals, 25, 1), np.percentile(vals, 75, 1), alpha=0.2, label="25-75%")
     for (name, v), style in zip(reference.items(), ("--", ":")):
         ax.axhline(v, ls=style, color="grey", label=name)
-    ax.plot([0, 1], [0, 1], color="crimson", lw=0.8, alpha=0.5, label="output = S")
-    ax.set(xlabel="requested quality S", ylabel="prior score of the output", xlim=(0, 1), ylim=(0, 1))
+    if diagonal:
+        ax.plot([0, 1], [0, 1], color="crimson", lw=0.8, alpha=0.5, label="output = S")
+    ax.set(xlabel="requested quality S", ylabel=ylabel, xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
@@ -179,5 +181,41 @@ def sweep_panels(sweep: pd.DataFrame, columns: dict[str, str], path=None):
             ax.plot(g["S_requested"], g[col], marker="o", ms=3, label=name)
         ax.set(title=title, xlabel="requested quality S")
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def design_curves(df: pd.DataFrame, path=None):
+    """Stage-I design measurement (benchmarks/stage1_design.py): held-out PSNR and code use of C
+    against training steps, one line per design."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for name, g in df.groupby("design", sort=False):
+        axes[0].plot(g["step"], g["psnr_holdout_lambda0"], marker="o", ms=3, label=name)
+        axes[1].plot(g["step"], g["used_c_holdout"], marker="o", ms=3, label=name)
+    axes[0].set(title="held-out PSNR, common codebook (dB)", xlabel="training step")
+    axes[1].set(title="fraction of C used on held-out GTs", xlabel="training step", ylim=(0, 1))
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def claims_by_seed(claims: pd.DataFrame, seeds: list[int], path=None):
+    """Per claim, the paired difference (a - b) of every training seed, one panel per metric; the
+    claimed-better side of zero is shaded."""
+    metrics = list(dict.fromkeys(claims["metric"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 0.5 + 0.42 * claims["metric"].value_counts().max()),
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        sub = claims[claims["metric"] == metric].reset_index(drop=True)
+        for (i, row), colour in zip(sub.iterrows(), sns.color_palette(n_colors=len(sub))):
+            xs = [row[f"diff_seed{s}"] for s in seeds]
+            ax.scatter(xs, [i] * len(xs), color=colour, s=18, zorder=3)
+        ax.axvline(0, color="grey", lw=0.8)
+        lim = max(1e-9, float(sub[[f"diff_seed{s}" for s in seeds]].abs().max().max())) * 1.15
+        better = sub["better"].iloc[0]
+        ax.axvspan(0, lim, color="seagreen", alpha=0.08) if better == "higher" else ax.axvspan(-lim, 0, color="seagreen", alpha=0.08)
+        ax.set(xlim=(-lim, lim), yticks=range(len(sub)), title=f"{metric} (a - b), one dot per seed")
+        ax.set_yticklabels([f"{r.a} vs {r.b}: {r.verdict}" for r in sub.itertuples()], fontsize=7)
+        ax.invert_yaxis()
     fig.tight_layout()
     return _save(fig, path)

@@ -13,7 +13,7 @@
   are classical: profile faces, strong occlusion and faces under ~40 px are often missed.
 
 A trained restorer is two checkpoints (stage II on its stage I); `export_bundle` writes both
-into one self-describing file (format `iqpfr.restorer/1`) that `load_model` reads on its own.
+into one self-describing file (format `iqpfr.restorer/2`) that `load_model` reads on its own.
 
 Inputs are never overwritten; unreadable or unusable files are skipped with a reason, and the
 summary says what happened to every input.
@@ -39,7 +39,7 @@ BOX_CENTRE = (0.5, 0.56)
 BOX_WIDTH = 0.56
 
 
-BUNDLE_FORMAT = "iqpfr.restorer/1"
+BUNDLE_FORMAT = "iqpfr.restorer/2"  # /2: CodeFormer-aligned VQGAN layers (iqpfr.stage1/2)
 
 
 def export_bundle(stage2_path: str | Path, stage1_path: str | Path, out: str | Path) -> dict:

@@ -81,19 +81,36 @@ class ResBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """Single-head self-attention over the H*W positions, with a residual connection."""
+    """Single-head self-attention over the H*W positions, with a residual connection.
+
+    Laid out as CodeFormer's VQGAN lays it out (so that released weights map one to one): GroupNorm,
+    three 1x1 convolutions q, k, v of C -> C channels, softmax(q^T k / sqrt(C)) v, a 1x1 `proj_out`.
+    """
 
     def __init__(self, ch: int):
         super().__init__()
         self.norm = _norm(ch)
-        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
-        self.proj = nn.Conv2d(ch, ch, 1)
+        self.q, self.k, self.v = (nn.Conv2d(ch, ch, 1) for _ in range(3))
+        self.proj_out = nn.Conv2d(ch, ch, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(2, 3).unbind(1)  # (B, HW, C) each
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C)
-        return x + self.proj(out.transpose(1, 2).reshape(b, c, h, w))
+        hn = self.norm(x)
+        q, k, v = (conv(hn).reshape(b, c, h * w).transpose(1, 2) for conv in (self.q, self.k, self.v))  # (B, HW, C)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C), scale 1/sqrt(C)
+        return x + self.proj_out(out.transpose(1, 2).reshape(b, c, h, w))
+
+
+class Downsample(nn.Module):
+    """x2 downsampling as in CodeFormer's VQGAN: zero-pad one row/column at the bottom/right, then a
+    3x3 convolution with stride 2 and no padding (not the symmetric padding=1 convolution)."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, 2, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))  # (B, C, H, W) -> (B, C, H/2, W/2)
 
 
 class Encoder(nn.Module):
@@ -110,7 +127,7 @@ class Encoder(nn.Module):
                 if res in cfg.attn_resolutions:
                     blocks.append(AttnBlock(ch))
             if i < len(cfg.ch_mult) - 1:
-                blocks.append(nn.Conv2d(ch, ch, 3, 2, 1))  # downsample x2
+                blocks.append(Downsample(ch))
                 res //= 2
         blocks += [ResBlock(ch, ch), AttnBlock(ch), ResBlock(ch, ch)]
         self.blocks = nn.Sequential(*blocks)

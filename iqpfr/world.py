@@ -94,16 +94,21 @@ def capture_at_quality(pristine: np.ndarray, target: float, rng: np.random.Gener
 
 
 def make_sample(seed: int, split: str, index: int, resolution: int, dist: QualityDistribution,
-                ranges: CaptureRanges, family: str = "train") -> tuple[np.ndarray, np.ndarray, dict]:
+                ranges: CaptureRanges, family: str = "train",
+                restorer_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict]:
     """Render face (seed, split, index) and capture it. Returns (gt, oracle, record).
 
-    gt and oracle are (R, R, 3) float32 in [0,1] on the 8-bit grid.
+    gt and oracle are (R, R, 3) float32 in [0,1] on the 8-bit grid. With `restorer_fraction` > 0
+    (family "train"), that fraction of the samples takes the "restorer" family instead (the draw
+    happens only then, so the world's samples are unchanged by this option).
     """
     face_seed = [seed, SPLITS[split], index]
     face = render_face(face_seed, resolution)
     oracle = to_uint8_grid(face.image)
     rng = np.random.default_rng(face_seed + [1])
     target = dist.sample(rng)
+    if family == "train" and restorer_fraction > 0 and rng.random() < restorer_fraction:
+        family = "restorer"
     gt, record = capture_at_quality(oracle, target, rng, ranges, family)
     record = {"split": split, "index": index, "seed": "-".join(map(str, face_seed)), **record}
     for k, (x, y) in enumerate(face.landmarks):

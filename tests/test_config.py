@@ -127,3 +127,28 @@ def test_unknown_variant_name(root):
 
     with pytest.raises(ConfigError, match=r"variants\.nope: no such variant"):
         variant(load_params(root / "params.yaml"), "nope")
+
+
+def _validated(raw):
+    build(Params, raw).validate()
+
+
+def test_seeds_rows_must_be_trained_rows(root):
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["seeds"]["rows"] = ["iqpfr", "basline"]
+    with pytest.raises(ConfigError, match="seeds.rows: 'basline'"):
+        _validated(raw)
+    raw["seeds"]["rows"], raw["seeds"]["extra"] = ["iqpfr"], [0, 1]
+    with pytest.raises(ConfigError, match="stage2.seed"):
+        _validated(raw)
+
+
+def test_seed_params_shorten_and_reseed(root):
+    from iqpfr.conditioned import seed_params
+
+    p = load_params(root / "params.yaml")
+    q = seed_params(p, "no_quality_loss", 2)
+    assert q.stage2.seed == 2 and q.stage2.steps == p.seeds.steps and q.stage2.quality_weight == 0.0
+    r = seed_params(p, "iqpfr", 1)
+    assert r.stage2.quality_start == round(p.stage2.quality_start * p.seeds.steps / p.stage2.steps)
+    assert r.transformer == p.transformer

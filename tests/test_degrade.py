@@ -54,7 +54,7 @@ def test_grayscale_and_colour_jitter(face):
     assert {"jitter_brightness", "jitter_hue"} <= set(p)
 
 
-@pytest.mark.parametrize("family", ["train", "unseen"])
+@pytest.mark.parametrize("family", ["train", "unseen", "restorer"])
 def test_capture_quality_falls_with_severity(face, family):
     rng = np.random.default_rng(0)
     field = rng.standard_normal(face.shape).astype(np.float32)
@@ -67,3 +67,17 @@ def test_capture_quality_falls_with_severity(face, family):
 def test_unknown_capture_family(face):
     with pytest.raises(ValueError, match="unknown capture family"):
         capture(face, 0.5, np.ones(3), np.zeros_like(face), CaptureRanges(), "fog")
+
+
+def test_restorer_family_is_deterministic_and_leaves_the_world_alone():
+    from iqpfr.world import QualityDistribution, make_sample
+
+    ranges, dist = CaptureRanges(), QualityDistribution(uniform=True)
+    a = make_sample(0, "iqa_train", 3, 32, dist, ranges, "train", 0.5)
+    b = make_sample(0, "iqa_train", 3, 32, dist, ranges, "train", 0.5)
+    assert np.array_equal(a[0], b[0]) and a[2] == b[2]
+    families = {make_sample(0, "iqa_train", i, 32, dist, ranges, "train", 0.5)[2]["family"] for i in range(12)}
+    assert families == {"train", "restorer"}
+    # fraction 0 draws nothing extra: the sample is the one the world always rendered
+    plain, off = make_sample(0, "train", 3, 32, dist, ranges), make_sample(0, "train", 3, 32, dist, ranges, "train", 0.0)
+    assert np.array_equal(plain[0], off[0])

@@ -108,6 +108,38 @@ def test_claims_table_skips_missing_rows_and_reads_directions():
     assert set(claims["b"]) == {"baseline"}  # claims about absent rows are left out
 
 
+def test_prior_agreement_per_row():
+    x = np.linspace(0, 1, 20)
+    tables = {"iqpfr": pd.DataFrame({"S": x, "ssim_oracle": x ** 2}),       # the prior ranks the outputs right
+              "fooled": pd.DataFrame({"S": x, "ssim_oracle": 1 - x}),       # the prior ranks them backwards
+              "lq": pd.DataFrame({"S": x})}                                 # no oracle: left out
+    got = comparison.prior_agreement(tables)
+    assert got == {"iqpfr": pytest.approx(1.0), "fooled": pytest.approx(-1.0)}
+
+
+def test_seed_claims_need_every_seed():
+    mk = lambda verdicts, diffs: pd.DataFrame({"claim": ["A", "B", "C"], "metric": "S", "verdict": verdicts,  # noqa: E731
+                                               "diff": diffs})
+    per_seed = {0: mk(["supported", "supported", "contradicted"], [0.1, 0.2, -0.1]),
+                1: mk(["supported", "inconclusive", "contradicted"], [0.1, 0.01, -0.2]),
+                2: mk(["supported", "supported", "contradicted"], [0.2, 0.1, -0.1]).iloc[:2]}  # C not retrained
+    got = comparison.merge_seed_claims(per_seed).set_index("claim")
+    assert got["verdict"].to_dict() == {"A": "supported", "B": "inconclusive", "C": "contradicted"}
+    assert got.loc["B", "verdict_seed1"] == "inconclusive" and got.loc["A", "diff_seed2"] == 0.2
+    assert got["seeds"].to_dict() == {"A": 3, "B": 3, "C": 2}
+
+
+def test_seed_entries_follow_their_model():
+    from pathlib import Path
+
+    rows = ev.entries({"baseline": {}, "continuous": {}}, [0.0], Path("models/stage2/restorer.pt"), Path("models/variants"))
+    got = {e.name: e.checkpoint for e in comparison.seed_entries(rows, 7, ["iqpfr", "continuous"])}
+    assert got == {"lq": None, "iqpfr": Path("models/seeds/iqpfr/7/restorer.pt"),
+                   "iqpfr_lambda0": Path("models/seeds/iqpfr/7/restorer.pt"),
+                   "continuous": Path("models/seeds/continuous/7/restorer.pt"),
+                   "continuous_latent": Path("models/seeds/continuous/7/restorer.pt")}  # baseline was not retrained
+
+
 def test_entries_cover_variants_and_ablations():
     rows = ev.entries({"baseline": {}, "continuous": {}}, [0.0], Path("m/stage2.pt"), Path("m/variants"))
     names = [r.name for r in rows]

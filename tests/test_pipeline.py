@@ -39,7 +39,7 @@ def test_notebook_stages_list_exactly_their_parameters(root, dvc_stages):
 
 def test_every_stage_is_covered(dvc_stages):
     unknown = [n for n, s in dvc_stages.items()
-               if n not in STAGES and "iqpfr.notebook" not in s.get("cmd", "") and n != "train_variant"]
+               if n not in STAGES and "iqpfr.notebook" not in s.get("cmd", "") and n not in ("train_variant", "train_seed")]
     assert not unknown
 
 
@@ -52,6 +52,15 @@ def test_variant_stage_expands_the_params_variants(dvc_stages, root):
     assert params["variants"], "the default profile compares variants"
     evaluate = dvc_stages["evaluate"]
     assert "models/variants" in evaluate["deps"] and "models/stage2" in evaluate["deps"]
+
+
+def test_seed_stage_is_a_matrix_over_the_seeds_section(dvc_stages):
+    """train_seed trains every (row, seed) of params.yaml `seeds`; the evaluation reads their models."""
+    stage = dvc_stages["train_seed"]
+    assert stage["matrix"] == {"row": "${seeds.rows}", "seed": "${seeds.extra}"}
+    assert stage["cmd"] == "iqpfr seed ${item.row} ${item.seed}"
+    assert sorted(stage["params"]) == sorted([*VARIANT_SECTIONS, "seeds", "variants"])
+    assert "models/seeds" in dvc_stages["evaluate"]["deps"] and "seeds" in dvc_stages["evaluate"]["params"]
 
 
 def test_no_stage_depends_on_an_executed_notebook(dvc_stages):

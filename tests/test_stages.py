@@ -71,6 +71,8 @@ def test_stage1_notebook_and_latent_targets(tiny_project, in_dir):
     notebook.run("notebooks/02_train_codebook.ipynb", "reports/02_train_codebook.ipynb", "params.yaml")
     m = json.loads((tiny_project / "reports/metrics/train_codebook.json").read_text())
     assert m["steps"] == 6 and np.isfinite(m["psnr_lambda_holdout"]) and np.isfinite(m["psnr_oracle_lambda_holdout"]) and m["perplexity_c"] >= 1
+    assert -1 <= m["spearman_true_quality_gt_vs_recon"] <= 1 and m["precision"] in ("fp32", "bf16")
+    assert m["environment"]["threads"] >= 1 and m["environment"]["MKL_DYNAMIC"] == "FALSE"
     assert (pipeline.FIGURES / "02" / "02_reconstructions.png").exists()
     assert cli.main(["stage", "latent_targets"]) == 0
     t = torch.load("data/targets/targets.pt")
@@ -94,6 +96,8 @@ def test_stage2_notebook(tiny_project, in_dir):
     notebook.run("notebooks/03_train_conditioned.ipynb", "reports/03_train_conditioned.ipynb", "params.yaml")
     m = json.loads((tiny_project / "reports/metrics/train_conditioned.json").read_text())
     assert m["steps"] == 4 and len(m["output_score_by_S"]) == 10 and -1 <= m["spearman_S_vs_output_score"] <= 1
+    tq = m["true_quality_by_S"]  # the tiny test pairs have oracles
+    assert len(tq) == 10 and m["true_quality_gain"] == pytest.approx(tq["0.95"] - tq["0.05"])
     assert (pipeline.FIGURES / "03" / "03_score_sweep.png").exists()
     model, info = conditioned.load_restorer()
     assert info["step"] == 4
@@ -113,6 +117,12 @@ def test_variants_and_evaluation_notebook(tiny_project, in_dir):
         assert cli.main(["variant", name]) == 0
         m = json.loads((tiny_project / f"reports/metrics/variants/{name}.json").read_text())
         assert m["steps"] == params.stage2.steps and m["overrides"] == params.variants[name]
+    for row in params.seeds.rows:
+        for seed in params.seeds.extra:
+            assert cli.main(["seed", row, str(seed)]) == 0
+            m = json.loads((tiny_project / f"reports/metrics/seeds/{row}_{seed}.json").read_text())
+            assert m["steps"] == params.seeds.steps and m["seed"] == seed
+    assert cli.main(["seed", "iqpfr", "99"]) == 2  # not in seeds.extra: a params error
     base, _ = conditioned.load_restorer(conditioned.VARIANTS / "baseline" / "restorer.pt")
     assert base.cfg.codebooks == "common" and base.cfg.conditioning == "none" and base.hq_weight == 0.0
     notebook.run("notebooks/04_evaluate.ipynb", "reports/04_evaluate.ipynb", "params.yaml")
@@ -131,4 +141,10 @@ def test_variants_and_evaluation_notebook(tiny_project, in_dir):
     assert len(sweep) == 4 * 10
     claims = pd.read_csv(tiny_project / "reports/eval/claims.csv")
     assert set(claims["verdict"]) <= {"supported", "contradicted", "inconclusive"} and len(claims) >= 10
+    seeds = [params.stage2.seed, *params.seeds.extra]
+    assert {f"verdict_seed{s}" for s in seeds} <= set(claims.columns)
+    both = claims.dropna(subset=[f"verdict_seed{s}" for s in seeds])  # claims between retrained rows only
+    assert len(both) and all(r.verdict == "inconclusive" or {getattr(r, f"verdict_seed{s}") for s in seeds} == {r.verdict}
+                             for r in both.itertuples())
+    assert -1 <= summary["prior_spearman_on_outputs"] <= 1
     assert comparison.available_sets() == ["pairs"]

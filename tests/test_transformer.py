@@ -61,13 +61,14 @@ def test_conditioning_changes_the_logits(cond):
             t(z, None)
 
 
-def _trainer(model, steps=4, qw=0.0, mode="discrete", q=None):
+def _trainer(model, steps=4, qw=0.0, mode="discrete", q=None, score_lr_mult=1.0):
     n = 8
     g = torch.Generator().manual_seed(0)
     images = torch.utils.data.TensorDataset(torch.rand(n, 3, 32, 32, generator=g), torch.arange(n))
     targets = {"idx_c": torch.randint(0, 32, (n, 2, 16, 16), generator=g),
                "idx_h": torch.randint(0, 32, (n, 2, 16, 16), generator=g)}
-    s = conditioned.Stage2Settings(steps=steps, batch_size=4, lr=2e-3, quality_weight=qw, quality_mode=mode, log_every=1)
+    s = conditioned.Stage2Settings(steps=steps, batch_size=4, lr=2e-3, quality_weight=qw, quality_mode=mode, log_every=1,
+                                   score_lr_mult=score_lr_mult)
     return conditioned.Stage2Trainer(model, s, images, targets, torch.linspace(0, 1, n), PRESETS["mild"], q)
 
 
@@ -76,6 +77,16 @@ class _MeanBrightness(torch.nn.Module):
 
     def forward(self, x):
         return x.mean((1, 2, 3))
+
+
+def test_score_embedding_has_its_own_learning_rate():
+    m = _restorer()
+    t = _trainer(m, score_lr_mult=10.0)
+    groups = t.opt.param_groups
+    assert [g["lr"] for g in groups] == [pytest.approx(2e-3), pytest.approx(2e-2)]
+    assert len(groups[1]["params"]) == 1 and groups[1]["params"][0] is m.transformer.score_map
+    n_trained = sum(p.numel() for p in m.trainable_parameters())
+    assert sum(p.numel() for g in groups for p in g["params"]) == n_trained  # every trained tensor once
 
 
 def test_frozen_modules_stay_bit_identical():

@@ -1,0 +1,110 @@
+"""Why the default stage I looks the way it does: held-out reconstruction against training steps
+for a few stage-I designs, measured on the synthetic world (run `dvc repro world` first).
+
+Each design trains from the same seed on `data/world/train` (batch 16, L1 + the params'
+perceptual term + VQ, the gate closed so that the common codebook is measured alone, the cosine
+schedule of a `stage1.steps` run, no GAN: the GAN only starts late in the real run) and is
+evaluated every `--every` steps on the held-out GTs: PSNR (RGB, 8-bit grid) of the common-codebook
+(lambda = 0) reconstruction, the fraction of codes of C used on the held-out set, and the seconds
+per step (wall clock; meaningful only on an otherwise idle machine). Results go to
+reports/metrics/stage1_design.csv (a design's rows replace its earlier ones), which notebook 02 plots.
+
+    python benchmarks/stage1_design.py --steps 300   # all designs (about 13 min on 2 idle cores)
+    python benchmarks/stage1_design.py --steps 100 --designs f4_512_encoder
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from iqpfr import codebook, data, evaluate  # noqa: E402
+from iqpfr.config import load_params  # noqa: E402
+from iqpfr.pipeline import WORLD, _load_stack  # noqa: E402
+from iqpfr.train import Stage1Trainer, make_perceptual  # noqa: E402
+
+OUT = ROOT / "reports/metrics/stage1_design.csv"
+
+# name -> (vqgan overrides, stage-I settings overrides)
+DESIGNS = {
+    "f8_256_uniform (landed before)": (dict(ch_mult=(1, 2, 2, 4), attn_resolutions=(8,), codebook_size=256),
+                                       dict(codebook_init="uniform", restart_every=0, codebook_lr_mult=20.0,
+                                            perceptual_weight=0.5)),
+    "f4_512_uniform": ({}, dict(codebook_init="uniform", restart_every=0, codebook_lr_mult=20.0)),
+    "f4_512_encoder_init_restart (default)": ({}, {}),
+    "f4_512_encoder_init_restart ssim0.5": ({}, dict(perceptual_weight=0.5)),
+}
+
+
+@torch.no_grad()
+def holdout_figures(model, x: torch.Tensor) -> tuple[float, float]:
+    """Mean PSNR of the lambda = 0 reconstruction of x (N, 3, R, R) in [0,1], and C's code use."""
+    model.eval()
+    z = model.encode(x * 2 - 1)
+    idx = model.quant_c.nearest(z)
+    rec = ((model.decode(model.quant_c.lookup(idx)) + 1) / 2).clamp(0, 1)
+    model.train()
+    psnr = np.mean([evaluate.psnr(r.permute(1, 2, 0).numpy(), g.permute(1, 2, 0).numpy()) for r, g in zip(rec, x)])
+    return float(psnr), float((torch.bincount(idx.flatten(), minlength=model.cfg.codebook_size) > 0).float().mean())
+
+
+def run(name: str, steps: int, every: int, params_path) -> list[dict]:
+    """Train one design for `steps` steps and return its held-out figures every `every` steps
+    (`params_path`: a params file or already loaded Params)."""
+    p = load_params(params_path) if isinstance(params_path, str) else params_path
+    vq_over, s_over = DESIGNS[name]
+    s_over = dict(s_over)
+    perceptual = s_over.pop("perceptual", p.stage1.perceptual)
+    cfg = replace(codebook.vqgan_config(p.data, p.vqgan), **vq_over)
+    # the schedule runs over the real run's length (stage1.steps), so that the first `steps` steps
+    # are what the pipeline's run goes through
+    settings = replace(codebook.stage1_settings(p.stage1), steps=max(steps, p.stage1.steps), gan_start=10**9, **s_over)
+    images = data.ManifestDataset(WORLD / "train")
+    holdout, _ = _load_stack(WORLD / "holdout")
+    trainer = Stage1Trainer(cfg, settings, images, torch.zeros(len(images)), make_perceptual(perceptual, "cpu"))
+    rows, t_sum = [], 0.0
+    while trainer.step < steps:
+        t0 = time.perf_counter()
+        trainer.train_step()
+        t_sum += time.perf_counter() - t0
+        if trainer.step % every == 0:
+            psnr, used = holdout_figures(trainer.model, holdout)
+            rows.append({"design": name, "step": trainer.step, "psnr_holdout_lambda0": round(psnr, 3),
+                         "used_c_holdout": round(used, 4), "precision": settings.precision,
+                         "tokens": cfg.latent_size ** 2, "codebook_size": cfg.codebook_size,
+                         "seconds_per_step": round(t_sum / trainer.step, 3)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--designs", nargs="*", default=list(DESIGNS), help="names from DESIGNS (a prefix is enough)")
+    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    names = [n for want in args.designs for n in DESIGNS if n.startswith(want)]
+    params = load_params(args.params)  # read once: every design runs on the same settings
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    for name in names:  # each design's rows replace that design's earlier rows, the others are kept
+        rows = pd.DataFrame(run(name, args.steps, args.every, params))
+        old = pd.read_csv(OUT) if OUT.exists() else pd.DataFrame(columns=rows.columns)
+        merged = pd.concat([old[old["design"] != name], rows], ignore_index=True)
+        merged["order"] = merged["design"].map({n: i for i, n in enumerate(DESIGNS)})
+        merged.sort_values(["order", "step"]).drop(columns="order").to_csv(OUT, index=False)
+        print(f"wrote {OUT} ({name})")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,8 @@ same sections; a test checks it) and calls the matching function of `iqpfr.pipel
     iqpfr stage testset        # seeded LQ/HQ test pairs and real LQ folders
     iqpfr stage latent_targets # code indices of every GT under the frozen stage-I model
     iqpfr variant NAME         # stage II of one variant (params.yaml `variants`); torchrun-aware
+    iqpfr task underwater STAGE  # a stage of another task: world, train_prior, score, stage1,
+                                 # latent_targets, stage2, variant (its `baseline`)
     torchrun --nproc_per_node 3 -m iqpfr.cli train stage1   # stage I on 3 GPUs (then dvc repro)
     iqpfr restore INPUT -o OUT # restore faces (see `iqpfr restore -h`)
     iqpfr export -o FILE       # the trained restorer and its stage I in one file
@@ -20,8 +22,8 @@ import argparse
 import json
 import sys
 
-from . import codebook, conditioned, pipeline, runtime
-from .config import ConfigError, load_params, section
+from . import codebook, conditioned, pipeline, runtime, task, underwater
+from .config import ConfigError, load_params, section, task_params
 
 STAGES = {
     "world": (pipeline.build_world, ("data", "capture")),
@@ -37,6 +39,18 @@ TRAIN = {
     "stage1": (codebook.train_codebook, ("data", "vqgan", "stage1")),
     "stage2": (conditioned.train_conditioned, ("data", "degrade", "vqgan", "transformer", "stage2")),
 }
+
+# `iqpfr task TASK STAGE`: the shared stages, run for any task with its Task and its params
+# (config.task_params: the task section's overrides applied, so each also reads that section).
+TASK_STAGES = {
+    "train_prior": (pipeline.train_prior, ("data", "iqa", "prior")),
+    "score": (pipeline.score_task, ("data", "scoring")),
+    "stage1": (codebook.train_codebook, ("data", "vqgan", "stage1")),
+    "latent_targets": (codebook.latent_targets, ("data", "vqgan")),
+    "stage2": (conditioned.train_conditioned, ("data", "degrade", "vqgan", "transformer", "stage2")),
+}
+# each task's own world stage (the one stage that knows what the task's images are)
+TASK_WORLDS = {"underwater": (underwater.build_sets, ("data", "iqa", "underwater"))}
 
 # `iqpfr variant NAME` reads these sections plus `variants.NAME` (dvc.yaml's train_variant lists the same).
 VARIANT_SECTIONS = ("data", "degrade", "vqgan", "transformer", "stage2")
@@ -58,13 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     se.add_argument("row", help="iqpfr or a variant name")
     se.add_argument("seed", type=int)
     se.add_argument("--params", default="params.yaml")
-    rs = sub.add_parser("restore", help="restore faces: an image, a folder or a glob")
+    tk = sub.add_parser("task", help="run a stage of another task (e.g. underwater)")
+    tk.add_argument("task", choices=sorted(TASK_WORLDS))
+    tk.add_argument("name", choices=sorted(TASK_STAGES) + ["world", "variant"])
+    tk.add_argument("--params", default="params.yaml")
+    rs = sub.add_parser("restore", help="restore faces (or enhance images of another task): an image, a folder or a glob")
     rs.add_argument("input", help="image file, folder, or glob pattern (quote it)")
     rs.add_argument("-o", "--output", required=True, help="output folder (PNG files)")
-    rs.add_argument("--checkpoint", default="models/stage2/restorer.pt",
-                    help="a bundle from `iqpfr export`, or a stage-II checkpoint")
+    rs.add_argument("--task", default="face", choices=sorted(task.TASKS),
+                    help="face (default): aligned faces or faces found in photos; underwater: whole images "
+                         "of any size, enhanced in overlapping tiles")
+    rs.add_argument("--checkpoint", default=None,
+                    help="a bundle from `iqpfr export`, or a stage-II checkpoint (default: the task's, "
+                         "e.g. models/stage2/restorer.pt)")
     rs.add_argument("--stage1", default=None,
-                    help="for a stage-II checkpoint: the stage-I checkpoint it was trained on (default models/stage1/vqgan.pt)")
+                    help="for a stage-II checkpoint: the stage-I checkpoint it was trained on (default: the task's, "
+                         "e.g. models/stage1/vqgan.pt)")
     rs.add_argument("--score", type=float, default=0.95, help="requested quality S in [0,1] (default 0.95)")
     rs.add_argument("--hq-weight", type=float, default=None, help="lambda for the HQ+ codes (default: as trained)")
     rs.add_argument("--aligned", action="store_true", help="inputs are aligned faces (else: whole photographs)")
@@ -103,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         params = load_params(args.params)
         runtime.configure()  # pinned threads, deterministic algorithms: reruns give the same bits
-        if args.command == "variant":
+        if args.command == "task":
+            result = _task_stage(params, args.task, args.name)
+        elif args.command == "variant":
             result = conditioned.train_variant(params, args.name)
         elif args.command == "seed":
             result = conditioned.train_seed(params, args.row, args.seed)
@@ -117,6 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _task_stage(params, name: str, stage: str) -> dict:
+    """One stage of task `name` with the task's params (its overrides applied)."""
+    p, t = task_params(params, name), task.get(name)
+    if stage == "world":
+        fn, names = TASK_WORLDS[name]
+        return fn(*[section(p, n) for n in names])
+    if stage == "variant":  # the task's unconditioned baseline: a variant of the task's main model
+        return conditioned.train_variant(p, getattr(params, name).baseline, task=t)
+    fn, names = TASK_STAGES[stage]
+    return fn(*[section(p, n) for n in names], task=t)
+
+
 def _restore(args) -> int:
     """`iqpfr restore`: exit 0 when every input was restored, 1 when some were skipped, 2 on a usage error."""
     from pathlib import Path
@@ -126,6 +163,9 @@ def _restore(args) -> int:
     if not 0.0 <= args.score <= 1.0:
         print(f"--score must be in [0, 1], got {args.score}", file=sys.stderr)
         return 2
+    t = task.get(args.task)
+    if args.checkpoint is None:  # the task's own trained model
+        args.checkpoint, args.stage1 = t.stage2, args.stage1 or t.stage1
     try:
         device = resolve_device(args.device)
         model = load_model(args.checkpoint, args.stage1).to(device)
@@ -136,7 +176,7 @@ def _restore(args) -> int:
     opts = RestoreOptions(score=args.score, hq_weight=args.hq_weight, aligned=args.aligned, upscale=args.upscale,
                           batch_size=args.batch_size, device=args.device, precision=args.precision,
                           suffix=args.suffix, save_comparison=args.save_comparison, detector=args.detector,
-                          align=args.align)
+                          align=args.align, tiled=t.whole_images)
     try:
         summary = run(inputs, Path(args.output), model, opts, device)
     except ValueError as err:  # e.g. a precision the device does not support

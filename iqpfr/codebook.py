@@ -12,15 +12,16 @@ import torch
 from . import data, evaluate, precision
 from .iqanet import spearman
 from .config import DataConfig, Stage1Config, VqganParams
-from .pipeline import METRICS, PRIOR, SCORES, WORLD, _load_stack, write_metrics
+from .pipeline import _load_stack, write_metrics
+from .task import FACE, Task
 from .train import (Stage1Settings, Stage1Trainer, load_stage1_model, make_perceptual, resume_or_restart,
                     save_atomic, setup_distributed, write_log_csv)
 from .quality import NormStats, make_metric
 from .quantize import code_usage
 from .vqgan import VQGANConfig
 
-STAGE1 = Path("models/stage1/vqgan.pt")
-TARGETS = Path("data/targets/targets.pt")
+STAGE1 = FACE.stage1  # the face task's files; other tasks pass their Task
+TARGETS = FACE.targets
 
 
 def vqgan_config(data_cfg: DataConfig, vqgan: VqganParams) -> VQGANConfig:
@@ -39,17 +40,18 @@ def stage1_settings(stage1: Stage1Config, device: torch.device | str = "cpu") ->
                           log_every=stage1.log_every, checkpoint_every=stage1.checkpoint_every)
 
 
-def stage1_gates(stage1: Stage1Config, n: int) -> torch.Tensor:
+def stage1_gates(stage1: Stage1Config, n: int, task: Task = FACE) -> torch.Tensor:
     """The per-GT gate m of the HQ+ codebook, from the scoring stage (or all/none)."""
     if stage1.gate in ("all", "none"):
         return torch.full((n,), 1.0 if stage1.gate == "all" else 0.0)
-    scores = pd.read_csv(SCORES / "train.csv")
+    scores = pd.read_csv(task.scores / "train.csv")
     if len(scores) != n:
-        raise ValueError(f"{SCORES / 'train.csv'} scores {len(scores)} GTs but the training set holds {n}: re-run scoring")
+        raise ValueError(f"{task.scores / 'train.csv'} scores {len(scores)} GTs but the training set holds {n}: re-run scoring")
     return torch.tensor(scores["gate" if stage1.gate == "threshold" else "gate_strict"].to_numpy(), dtype=torch.float32)
 
 
-def train_codebook(data_cfg: DataConfig, vqgan: VqganParams, stage1: Stage1Config, progress=print) -> dict:
+def train_codebook(data_cfg: DataConfig, vqgan: VqganParams, stage1: Stage1Config, progress=print,
+                   task: Task = FACE) -> dict:
     """Train (or resume, or reuse when complete) the stage-I model; torchrun-aware.
 
     An existing checkpoint with the same model config and settings is resumed; one with other
@@ -57,17 +59,18 @@ def train_codebook(data_cfg: DataConfig, vqgan: VqganParams, stage1: Stage1Confi
     """
     d = setup_distributed()
     cfg, settings = vqgan_config(data_cfg, vqgan), stage1_settings(stage1, d.device)
-    images = data.ManifestDataset(WORLD / "train")
-    trainer = resume_or_restart(lambda: Stage1Trainer(cfg, settings, images, stage1_gates(stage1, len(images)),
-                                                      make_perceptual(stage1.perceptual, d.device), d), STAGE1, progress)
+    images = data.ManifestDataset(task.world / "train")
+    trainer = resume_or_restart(lambda: Stage1Trainer(cfg, settings, images, stage1_gates(stage1, len(images), task),
+                                                      make_perceptual(stage1.perceptual, d.device), d), task.stage1,
+                                progress)
     t0 = time.time()
     start = trainer.step
-    log = trainer.train(checkpoint=STAGE1, progress=lambda r: progress(
+    log = trainer.train(checkpoint=task.stage1, progress=lambda r: progress(
         f"step {r['step']:5d}  loss {r['loss']:.4f}  l1 {r['l1']:.4f}  perc {r['perceptual']:.4f}  "
         f"ppl C {r['perplexity_c']:.1f} H {r['perplexity_h']:.1f}  adv {r['adv_weight']:.3f}  {r['seconds']:.2f}s/step"))
     seconds = time.time() - t0
     if d.main:
-        write_log_csv(log, METRICS / "train_codebook_log.csv")
+        write_log_csv(log, task.metrics / "train_codebook_log.csv")
     return {"steps": trainer.step, "steps_this_run": trainer.step - start, "seconds_this_run": seconds,
             "precision": settings.precision,
             "seconds_per_step": seconds / max(trainer.step - start, 1), "world_size": d.world,
@@ -76,12 +79,12 @@ def train_codebook(data_cfg: DataConfig, vqgan: VqganParams, stage1: Stage1Confi
                            "discriminator": sum(p.numel() for p in trainer.disc.parameters())}}
 
 
-def latent_targets(data_cfg: DataConfig, vqgan: VqganParams) -> dict:
+def latent_targets(data_cfg: DataConfig, vqgan: VqganParams, task: Task = FACE) -> dict:
     """Stage `latent_targets` (SPEC 1.3): code indices of every training GT and its flip under the
     frozen stage-I model, for both codebooks. Refuses an untrained or mismatched checkpoint."""
     t0 = time.time()
-    model, info = load_stage1_model(STAGE1, expect=vqgan_config(data_cfg, vqgan))
-    ds = data.ManifestDataset(WORLD / "train")
+    model, info = load_stage1_model(task.stage1, expect=vqgan_config(data_cfg, vqgan))
+    ds = data.ManifestDataset(task.world / "train")
     loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=False)
     idx_c, idx_h = [], []
     with torch.no_grad():
@@ -93,16 +96,16 @@ def latent_targets(data_cfg: DataConfig, vqgan: VqganParams) -> dict:
             idx_c.append(torch.stack([c[:b], c[b:]], 1))  # (b, 2, r, r): original, flipped
             idx_h.append(torch.stack([h[:b], h[b:]], 1))
     idx_c, idx_h = torch.cat(idx_c), torch.cat(idx_h)
-    TARGETS.parent.mkdir(parents=True, exist_ok=True)
-    ckpt_sha = data.sha256_file(STAGE1)
+    task.targets.parent.mkdir(parents=True, exist_ok=True)
+    ckpt_sha = data.sha256_file(task.stage1)
     save_atomic({"format": "iqpfr.targets/1", "idx_c": idx_c.to(torch.int16), "idx_h": idx_h.to(torch.int16),
                  "sha256": list(ds.frame["sha256"]), "files": list(ds.frame["file"]),
-                 "stage1_sha256": ckpt_sha, "stage1_step": info["step"]}, TARGETS)
+                 "stage1_sha256": ckpt_sha, "stage1_step": info["step"]}, task.targets)
     out = {"count": len(ds), "latent": list(idx_c.shape[2:]), "stage1_step": info["step"],
            "perplexity_c": code_usage(idx_c.long(), model.cfg.codebook_size)["perplexity"],
            "perplexity_h": code_usage(idx_h.long(), model.cfg.codebook_size)["perplexity"],
            "seconds": time.time() - t0}
-    write_metrics("latent_targets", out)
+    write_metrics("latent_targets", out, task)
     return out
 
 
@@ -114,12 +117,14 @@ def reconstruct(model, x01: torch.Tensor, hq_weight: float | None = None) -> tor
 
 
 @torch.no_grad()
-def analysis(data_cfg: DataConfig, vqgan: VqganParams, usage_images: int = 512) -> dict:
+def analysis(data_cfg: DataConfig, vqgan: VqganParams, usage_images: int = 512, task: Task = FACE) -> dict:
     """Held-out reconstructions (lambda = 0 and the trained lambda) with PSNR/SSIM, code usage of
-    both codebooks on training GTs (H counted on gated GTs only) and a 2-D PCA of the codebooks."""
-    model, info = load_stage1_model(STAGE1, expect=vqgan_config(data_cfg, vqgan))
-    x, frame = _load_stack(WORLD / "holdout")
-    oracle = _load_stack(WORLD / "holdout", "oracle_file")[0] if "oracle_file" in frame else None
+    both codebooks on training GTs (H counted on gated GTs only) and a 2-D PCA of the codebooks.
+    Where the GTs have clean images: does the common codebook keep each GT's own true quality
+    (the task's definition)?"""
+    model, info = load_stage1_model(task.stage1, expect=vqgan_config(data_cfg, vqgan))
+    x, frame = _load_stack(task.world / "holdout")
+    oracle = _load_stack(task.world / "holdout", "oracle_file")[0] if "oracle_file" in frame else None
     lam = model.cfg.hq_weight
     recs = {"common only (lambda=0)": reconstruct(model, x, 0.0), f"common + HQ+ (lambda={lam})": reconstruct(model, x, lam)}
     rows = []
@@ -136,9 +141,9 @@ def analysis(data_cfg: DataConfig, vqgan: VqganParams, usage_images: int = 512) 
             ref = oracle[i].permute(1, 2, 0).numpy()
             row["psnr_oracle_gt"], row["ssim_oracle_gt"] = evaluate.psnr(gt, ref), evaluate.ssim(gt, ref)
         rows.append(row)
-    train_x, _ = _load_stack(WORLD / "train")
+    train_x, _ = _load_stack(task.world / "train")
     train_x = train_x[:usage_images]
-    gates = torch.tensor(pd.read_csv(SCORES / "train.csv")["gate"].to_numpy()[:usage_images]) > 0
+    gates = torch.tensor(pd.read_csv(task.scores / "train.csv")["gate"].to_numpy()[:usage_images]) > 0
     z = model.encode(train_x * 2 - 1)
     idx_c, idx_h = model.quant_c.nearest(z), model.quant_h.nearest(z[gates])
     k = model.cfg.codebook_size
@@ -149,9 +154,9 @@ def analysis(data_cfg: DataConfig, vqgan: VqganParams, usage_images: int = 512) 
     proj = ((books - books.mean(0)) @ v[:, :2]).numpy()
     per = pd.DataFrame(rows)
     keeps = {}
-    if oracle is not None:  # does the common codebook keep each GT's own quality? (true quality = SSIM to the oracle)
-        keeps["spearman_true_quality_gt_vs_recon"] = spearman(per["ssim_oracle_gt"].to_numpy(),
-                                                              per["ssim_oracle_lambda0"].to_numpy())
+    if oracle is not None:  # does the common codebook keep each GT's own quality? (true quality vs the oracle)
+        keeps["spearman_true_quality_gt_vs_recon"] = spearman(task.true_quality(x, oracle),
+                                                              task.true_quality(recs["common only (lambda=0)"], oracle))
     return {"step": info["step"], "holdout": x, "reconstructions": recs, "per_image": per, "keeps_quality": keeps,
             "counts": counts, "projection": {"C (common)": proj[:k], "H (HQ+)": proj[k:]},
             "usage": {"perplexity_c": code_usage(idx_c, k)["perplexity"], "perplexity_h": code_usage(idx_h, k)["perplexity"],
@@ -159,18 +164,19 @@ def analysis(data_cfg: DataConfig, vqgan: VqganParams, usage_images: int = 512) 
 
 
 @torch.no_grad()
-def reconstruction_quality_by_bin(data_cfg: DataConfig, vqgan: VqganParams, count: int = 600) -> pd.DataFrame:
+def reconstruction_quality_by_bin(data_cfg: DataConfig, vqgan: VqganParams, count: int = 600,
+                                  task: Task = FACE) -> pd.DataFrame:
     """Mean prior score S of training GTs and of their stage-I reconstructions, per GT score bin.
 
     Tells whether the codebook keeps quality differences (what stage II's conditioning learns from).
     The returned frame's attrs["spearman"] is the rank correlation between the two over `count` GTs.
     """
-    model, _ = load_stage1_model(STAGE1, expect=vqgan_config(data_cfg, vqgan))
-    x, _ = _load_stack(WORLD / "train")
+    model, _ = load_stage1_model(task.stage1, expect=vqgan_config(data_cfg, vqgan))
+    x, _ = _load_stack(task.world / "train")
     x = x[:count]
-    scores = pd.read_csv(SCORES / "train.csv").iloc[:count]
-    stats = NormStats.load(SCORES / "norm_stats.json")
-    metrics = {n: make_metric(n, "cpu", PRIOR) for n in stats.ensemble}
+    scores = pd.read_csv(task.scores / "train.csv").iloc[:count]
+    stats = NormStats.load(task.scores / "norm_stats.json")
+    metrics = {n: make_metric(n, "cpu", task.prior) for n in stats.ensemble}
     rec = torch.cat([reconstruct(model, x[i:i + 100]) for i in range(0, len(x), 100)])
     s_rec = stats.ensemble_score({n: torch.cat([m(rec[i:i + 100]) for i in range(0, len(rec), 100)]).numpy()
                                   for n, m in metrics.items()})

@@ -41,15 +41,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from . import data, precision, quality
 from .config import (ConfigError, DataConfig, DegradeConfig, Params, Stage2Config, TransformerParams, VqganParams,
                      variant)
-from .codebook import STAGE1, TARGETS, vqgan_config
+from .codebook import STAGE1, vqgan_config
 from .degrade import DegradeRanges, degrade
-from .pipeline import METRICS, PRIOR, SCORES, WORLD, degrade_ranges, write_metrics
+from .pipeline import degrade_ranges, write_metrics
+from .task import FACE, Task
 from .train import (CODE_FILES, Dist, TrainingLoop, batch_flips, batch_indices, load_checkpoint, load_stage1_model,
                     resume_or_restart, rng_state, save_atomic, set_rng_state, setup_distributed, write_log_csv)
 from .transformer import QualityRestorer, TransformerConfig, code_losses, score_to_bin
 
-STAGE2 = Path("models/stage2/restorer.pt")
-VARIANTS = Path("models/variants")  # models/variants/<name>/restorer.pt
+STAGE2 = FACE.stage2  # the face task's files; other tasks pass their Task
+VARIANTS = FACE.variants  # models/variants/<name>/restorer.pt
 SEEDS = Path("models/seeds")  # models/seeds/<row>/<seed>/restorer.pt
 STAGE2_FORMAT = "iqpfr.stage2/2"  # /2: carries a stage-I encoder of format iqpfr.stage1/2
 
@@ -95,14 +96,38 @@ def balanced_batch_indices(step: int, groups: torch.Tensor, batch_size: int, see
     return glob[rank::world]
 
 
+class DegradedLQ:
+    """LQ made on the fly from the GT by the blind-restoration degradation (faces)."""
+
+    def __init__(self, ranges: DegradeRanges):
+        self.ranges = ranges
+
+    def __call__(self, hq: torch.Tensor, index: int, flip: bool, rng: np.random.Generator) -> torch.Tensor:
+        """hq (3, R, R) in [0,1], already flipped -> LQ (3, R, R) in [0,1]."""
+        return torch.from_numpy(degrade(hq.permute(1, 2, 0).numpy(), rng, self.ranges)[0]).permute(2, 0, 1)
+
+
+class PairedLQ:
+    """The stored LQ input of GT `index` (underwater: the raw image beside each reference), flipped
+    with its GT. `images` is a dataset aligned with the GTs (same order)."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __call__(self, hq: torch.Tensor, index: int, flip: bool, rng: np.random.Generator) -> torch.Tensor:
+        x = self.images[index][0]
+        return x.flip(2) if flip else x
+
+
 class Stage2Trainer(TrainingLoop):
     """Trains encoder + Transformer of a QualityRestorer. `targets` (N, 2, r, r) per codebook
-    (original, flipped GT); `scores` (N,) normalised GT scores; `q` the differentiable prior or None."""
+    (original, flipped GT); `scores` (N,) normalised GT scores; `lq` makes the LQ input of a GT
+    (`DegradedLQ` or `PairedLQ`); `q` the differentiable prior or None."""
 
     def __init__(self, model: QualityRestorer, settings: Stage2Settings, images, targets: dict, scores: torch.Tensor,
-                 ranges: DegradeRanges, q: torch.nn.Module | None = None, dist_info: Dist | None = None):
+                 lq: DegradedLQ | PairedLQ, q: torch.nn.Module | None = None, dist_info: Dist | None = None):
         self.m, self.s, self.images, self.targets = model, settings, images, targets
-        self.scores, self.ranges, self.q = scores.float(), ranges, q
+        self.scores, self.lq, self.q = scores.float(), lq, q
         self.d = dist_info or Dist()
         self.params = model.trainable_parameters()
         trained = torch.nn.ModuleDict({"encoder": model.encoder, "transformer": model.transformer})
@@ -151,7 +176,7 @@ class Stage2Trainer(TrainingLoop):
             x = x.flip(2) if f else x
             # seeded by the sample's position in the *global* batch: the same LQ whatever the process count
             rng = np.random.default_rng([self.s.seed, step, self.d.rank + j * self.d.world])
-            lq.append(torch.from_numpy(degrade(x.permute(1, 2, 0).numpy(), rng, self.ranges)[0]).permute(2, 0, 1))
+            lq.append(self.lq(x, i, f, rng))
         f = flips.long()
         tc = self.targets["idx_c"][idx, f].long().flatten(1)
         th = self.targets["idx_h"][idx, f].long().flatten(1)
@@ -239,34 +264,41 @@ def stage2_settings(s2: Stage2Config, device: torch.device | str = "cpu") -> Sta
                           seed=s2.seed, log_every=s2.log_every, checkpoint_every=s2.checkpoint_every)
 
 
-def load_targets(n: int) -> dict:
-    t = torch.load(TARGETS, weights_only=False)
+def load_targets(n: int, task: Task = FACE) -> dict:
+    """The task's latent targets, checked against its training set (n GTs) and stage-I checkpoint.
+    Read as data (weights_only: tensors, strings and numbers only)."""
+    t = torch.load(task.targets, weights_only=True)
     if t.get("format") != "iqpfr.targets/1" or len(t["idx_c"]) != n:
-        raise ValueError(f"{TARGETS} does not match the training set ({n} GTs): re-run latent_targets")
-    if t["stage1_sha256"] != data.sha256_file(STAGE1):
-        raise ValueError(f"{TARGETS} was computed with another stage-I checkpoint: re-run latent_targets")
+        raise ValueError(f"{task.targets} does not match the training set ({n} GTs): re-run latent_targets")
+    if t["stage1_sha256"] != data.sha256_file(task.stage1):
+        raise ValueError(f"{task.targets} was computed with another stage-I checkpoint: re-run latent_targets")
     return t
 
 
 def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: VqganParams, tp: TransformerParams,
-                      s2: Stage2Config, progress=print, checkpoint: Path = STAGE2,
-                      log_csv: Path = METRICS / "train_conditioned_log.csv") -> dict:
-    """Train (or resume) stage II; torchrun-aware. Writes `checkpoint` and the log CSV."""
+                      s2: Stage2Config, progress=print, checkpoint: Path | None = None,
+                      log_csv: Path | None = None, task: Task = FACE) -> dict:
+    """Train (or resume) stage II of a task; torchrun-aware. Writes `checkpoint` (default: the
+    task's stage-II file) and the log CSV (default: <task metrics>/train_conditioned_log.csv)."""
+    checkpoint = checkpoint or task.stage2
+    log_csv = log_csv or task.metrics / "train_conditioned_log.csv"
     d = setup_distributed()
-    stage1, _ = load_stage1_model(STAGE1, expect=vqgan_config(data_cfg, vqgan))
+    stage1, _ = load_stage1_model(task.stage1, expect=vqgan_config(data_cfg, vqgan))
     stage1 = stage1.to(d.device)
-    images = data.ManifestDataset(WORLD / "train")
-    scores = torch.tensor(pd.read_csv(SCORES / "train.csv")["S"].to_numpy())
+    images = data.ManifestDataset(task.world / "train")
+    scores = torch.tensor(pd.read_csv(task.scores / "train.csv")["S"].to_numpy())
     q = None
     if s2.quality_weight > 0:
-        q = quality.load_quality(SCORES / "norm_stats.json", str(d.device), PRIOR)
+        q = quality.load_quality(task.scores / "norm_stats.json", str(d.device), task.prior)
     settings = stage2_settings(s2, d.device)
-    targets, ranges = load_targets(len(images)), degrade_ranges(degrade_cfg)
+    targets = load_targets(len(images), task)
+    lq = (PairedLQ(data.ManifestDataset(task.world / "train", "raw_file")) if task.paired_lq
+          else DegradedLQ(degrade_ranges(degrade_cfg)))
 
     def fresh() -> Stage2Trainer:
         torch.manual_seed(s2.seed)
         model = QualityRestorer(stage1, transformer_config(data_cfg, vqgan, tp)).to(d.device)
-        return Stage2Trainer(model, settings, images, targets, scores, ranges, q, d)
+        return Stage2Trainer(model, settings, images, targets, scores, lq, q, d)
 
     trainer = resume_or_restart(fresh, checkpoint, progress)
     model = trainer.m
@@ -283,16 +315,17 @@ def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: V
                            "transformer": sum(p.numel() for p in model.transformer.parameters())}}
 
 
-def train_variant(params: Params, name: str, progress=print) -> dict:
+def train_variant(params: Params, name: str, progress=print, task: Task = FACE) -> dict:
     """Stage `train_variant@<name>`: stage II with the variant's overrides (params.yaml `variants`),
-    sharing the data, the prior, stage I and its latent targets with the main model.
-    Writes models/variants/<name>/restorer.pt, reports/metrics/variants/<name>{.json,_log.csv}."""
+    sharing the data, the prior, stage I and its latent targets with the main model. `params` are
+    the task's (config.task_params). Writes <task models>/variants/<name>/restorer.pt and
+    <task metrics>/variants/<name>{.json,_log.csv}."""
     p = variant(params, name)
     out = train_conditioned(p.data, p.degrade, p.vqgan, p.transformer, p.stage2, progress,
-                            checkpoint=VARIANTS / name / "restorer.pt",
-                            log_csv=METRICS / "variants" / f"{name}_log.csv")
+                            checkpoint=task.variants / name / "restorer.pt",
+                            log_csv=task.metrics / "variants" / f"{name}_log.csv", task=task)
     out["overrides"] = params.variants[name]
-    write_metrics(f"variants/{name}", out)
+    write_metrics(f"variants/{name}", out, task)
     return out
 
 
@@ -317,7 +350,7 @@ def train_seed(params: Params, row: str, seed: int, progress=print) -> dict:
         raise ConfigError(f"seeds: ({row!r}, {seed}) is not in seeds.rows x seeds.extra")
     p = seed_params(params, row, seed)
     out = train_conditioned(p.data, p.degrade, p.vqgan, p.transformer, p.stage2, progress,
-                            checkpoint=seed_checkpoint(row, seed), log_csv=METRICS / "seeds" / f"{row}_{seed}_log.csv")
+                            checkpoint=seed_checkpoint(row, seed), log_csv=FACE.metrics / "seeds" / f"{row}_{seed}_log.csv")
     out.update({"row": row, "seed": seed, "quality_start": p.stage2.quality_start})
     write_metrics(f"seeds/{row}_{seed}", out)
     return out
@@ -333,33 +366,33 @@ def score_sweep(model: QualityRestorer, lq: torch.Tensor, scores=BIN_CENTRES, ba
 
 
 @torch.no_grad()
-def analysis(data_cfg: DataConfig, count: int = 64, checkpoint: Path = STAGE2) -> dict:
+def analysis(data_cfg: DataConfig, count: int = 64, checkpoint: Path | None = None, task: Task = FACE) -> dict:
     """The S sweep on held-out test pairs: outputs at the ten bin centres, their prior score
     (normalised with the training statistics) and its Spearman correlation with S, and, where the
-    pairs have pristine oracles, the outputs' *true* quality (SSIM to the oracle, as in the world)
+    pairs have pristine oracles, the outputs' *true* quality (the task's definition, as in its world)
     per S: `true_quality_by_S` and `true_quality_gain` (at S = 0.95 minus at S = 0.05)."""
-    from . import evaluate
     from .iqanet import spearman
-    from .pipeline import TESTSET, _load_stack
+    from .pipeline import _load_stack
 
-    model, info = load_restorer(checkpoint)
-    lq, frame = _load_stack(TESTSET / "pairs", "file")
-    hq, _ = _load_stack(TESTSET / "pairs", "hq_file")
+    model, info = load_restorer(checkpoint or task.stage2, task.stage1)
+    pairs = task.testset / "pairs"
+    lq, frame = _load_stack(pairs, "file")
+    hq, _ = _load_stack(pairs, "hq_file")
     lq, hq = lq[:count], hq[:count]
-    oracle = _load_stack(TESTSET / "pairs", "oracle_file")[0][:count] if "oracle_file" in frame else None
-    stats = quality.NormStats.load(SCORES / "norm_stats.json")
-    metrics = {n: quality.make_metric(n, "cpu", PRIOR) for n in stats.ensemble}
+    oracle = _load_stack(pairs, "oracle_file")[0][:count] if "oracle_file" in frame else None
+    stats = quality.NormStats.load(task.scores / "norm_stats.json")
+    metrics = {n: quality.make_metric(n, "cpu", task.prior) for n in stats.ensemble}
 
     def prior_score(x: torch.Tensor) -> torch.Tensor:
         return torch.tensor(stats.ensemble_score({n: m(x).numpy() for n, m in metrics.items()}))
 
-    def true_quality(x: torch.Tensor) -> torch.Tensor:
-        return evaluate.full_reference(x, oracle, "oracle")["ssim_oracle"].to_numpy()
+    def true_quality(x: torch.Tensor) -> np.ndarray:
+        return task.true_quality(x, oracle)
 
     sweep = score_sweep(model, lq)
     per_s = {s: prior_score(x) for s, x in sweep.items()}
     means = [float(v.mean()) for v in per_s.values()]
-    bins = pd.read_csv(SCORES / "train.csv")["bin"].value_counts().reindex(range(10), fill_value=0).tolist()
+    bins = pd.read_csv(task.scores / "train.csv")["bin"].value_counts().reindex(range(10), fill_value=0).tolist()
     summary = {"spearman_S_vs_output_score": spearman(BIN_CENTRES, means),
                "output_score_at_0.05": means[0], "output_score_at_0.95": means[-1],
                "output_score_by_S": dict(zip(map(str, BIN_CENTRES), means)),

@@ -312,8 +312,50 @@ class SeedsConfig:
             raise ConfigError(f"seeds.rows: rows must be distinct, got {self.rows}")
 
 
+@dataclass(frozen=True)
+class QualitySpec:
+    """A target true-quality distribution (world.QualityDistribution): near-clean share, peak, tail."""
+
+    clean_fraction: float
+    peak: float
+    peak_width: float
+    tail_fraction: float
+    tail_low: float
+
+    def validate(self, key: str) -> None:
+        for k in ("clean_fraction", "peak", "peak_width", "tail_fraction", "tail_low"):
+            _range(f"{key}.{k}", getattr(self, k), 0.0, 1.0)
+        if self.clean_fraction + self.tail_fraction > 1:
+            raise ConfigError(f"{key}: clean_fraction + tail_fraction must be <= 1")
+
+
+@dataclass(frozen=True)
+class UnderwaterConfig:
+    """The underwater enhancement task (notebook 05): its synthetic world, and its overrides of the
+    shared sections (its own resolution, set sizes and steps; everything else as for faces)."""
+
+    water_types: list[str]  # Jerlov types drawn per image (keys of underwater.JERLOV)
+    references: QualitySpec  # true-quality distribution of the training references (UIEB-like)
+    num_test: int  # seeded test triplets (raw LQ, reference, clean scene)
+    test_seed: int
+    baseline: str  # the variant (params `variants`) trained as the unconditioned baseline
+    overrides: dict[str, dict]  # section -> {key: value}, sections in TASK_SECTIONS
+
+    def validate(self) -> None:
+        from .underwater import JERLOV
+
+        bad = [w for w in self.water_types if w not in JERLOV]
+        if bad or not self.water_types:
+            raise ConfigError(f"underwater.water_types: {bad or 'empty'}; known Jerlov types: {list(JERLOV)}")
+        self.references.validate("underwater.references")
+        _range("underwater.num_test", self.num_test, 2, 1_000_000)
+
+
 VARIANT_SECTIONS = ("transformer", "stage2")
 """The sections a variant may override: variants share the data, the prior and stage I."""
+
+TASK_SECTIONS = ("data", "iqa", "prior", "scoring", "vqgan", "stage1", "transformer", "stage2", "evaluation")
+"""The shared sections a task other than faces may override (its own sizes, steps, metrics)."""
 
 
 @dataclass(frozen=True)
@@ -333,6 +375,7 @@ class Params:
     stage2: Stage2Config
     evaluation: EvaluationConfig
     seeds: SeedsConfig
+    underwater: UnderwaterConfig
     variants: dict[str, dict[str, dict]]  # name -> {section: {key: value}}: overrides of the main model
 
     def validate(self) -> None:
@@ -346,6 +389,9 @@ class Params:
                 raise ConfigError(f"seeds.rows: {row!r} is neither 'iqpfr' nor a variant {sorted(self.variants)}")
         if self.stage2.seed in self.seeds.extra:
             raise ConfigError(f"seeds.extra: {self.stage2.seed} is stage2.seed, the main runs' own seed")
+        if self.underwater.baseline not in self.variants:
+            raise ConfigError(f"underwater.baseline: {self.underwater.baseline!r} is not a variant {sorted(self.variants)}")
+        task_params(self, "underwater")  # every override must name a real key with a valid value
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -432,6 +478,30 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return params
 
 
+def _override(params: Params, overrides: dict, allowed: tuple[str, ...], prefix: str, who: str) -> Params:
+    """`params` with sections replaced by their overrides, rebuilt and validated (errors name the
+    key, e.g. `variants.baseline.stage2.quality_wieght: unknown key`)."""
+    updates = {}
+    for sec, values in overrides.items():
+        key = f"{prefix}.{sec}"
+        if sec not in allowed:
+            raise ConfigError(f"{key}: {who} may override only {list(allowed)}")
+        try:
+            updates[sec] = override_section(getattr(params, sec), values, key)
+        except ConfigError as err:
+            raise ConfigError(f"{prefix}: {err}" if not str(err).startswith(key) else str(err)) from None
+    return replace(params, **updates)
+
+
+def override_section(base, values: dict, key: str):
+    """A section dataclass with some keys replaced, rebuilt and validated (errors name `key`)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{key}: expected a mapping of keys to values")
+    new = build(type(base), {**asdict(base), **values}, key)
+    new.validate()
+    return new
+
+
 def variant(params: Params, name: str) -> Params:
     """The params of variant `name`: the main model's with the variant's overrides applied and
     validated (errors name the key, e.g. `variants.baseline.stage2.quality_wieght: unknown key`)."""
@@ -439,20 +509,20 @@ def variant(params: Params, name: str) -> Params:
         raise ConfigError(f"variants.{name}: no such variant; known: {sorted(params.variants)}")
     if name in ("main", "iqpfr") or not name.isidentifier():
         raise ConfigError(f"variants.{name}: a variant name must be an identifier other than 'main' and 'iqpfr'")
-    updates = {}
-    for sec, overrides in params.variants[name].items():
-        key = f"variants.{name}.{sec}"
-        if sec not in VARIANT_SECTIONS:
-            raise ConfigError(f"{key}: a variant may override only {list(VARIANT_SECTIONS)}")
-        if not isinstance(overrides, dict):
-            raise ConfigError(f"{key}: expected a mapping of keys to values")
-        cls = type(getattr(params, sec))
-        updates[sec] = build(cls, {**asdict(getattr(params, sec)), **overrides}, key)
-        try:
-            updates[sec].validate()
-        except ConfigError as err:
-            raise ConfigError(f"variants.{name}: {err}") from None
-    return replace(params, **updates)
+    return _override(params, params.variants[name], VARIANT_SECTIONS, f"variants.{name}", "a variant")
+
+
+TASKS = ("face", "underwater")
+
+
+def task_params(params: Params, task: str) -> Params:
+    """The params a task's shared stages read: faces use the file as written; another task applies
+    its section's `overrides` (e.g. `underwater.overrides.data.resolution`)."""
+    if task not in TASKS:
+        raise ConfigError(f"task {task!r}: known tasks are {list(TASKS)}")
+    if task == "face":
+        return params
+    return _override(params, getattr(params, task).overrides, TASK_SECTIONS, f"{task}.overrides", "a task")
 
 
 def section(params: Params, name: str):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nbformat
 
-from .config import SECTIONS, ConfigError, Params, _convert, build, load_params, section
+from .config import SECTIONS, ConfigError, Params, _convert, build, load_params, override_section, section
 
 
 def parameter_names(notebook: str | Path) -> list[str]:
@@ -51,6 +51,16 @@ def sections(**raw: dict) -> dict:
             out[name].validate()
         else:  # `variants`: a plain mapping, checked against the other sections by config.variant
             out[name] = _convert(name, types[name], value)
+    return out
+
+
+def task_sections(task: str, **raw: dict) -> dict:
+    """In a task's notebook: the sections as that task's stages see them, i.e. with the task
+    section's `overrides` applied (`config.task_params` for a whole params file)."""
+    out = sections(**raw)
+    for name, values in out[task].overrides.items():
+        if name in out:
+            out[name] = override_section(out[name], values, f"{task}.overrides.{name}")
     return out
 
 

@@ -22,23 +22,25 @@ import pandas as pd
 import torch
 
 from . import data, iqanet, quality
+from .task import FACE, Task
 from .config import CaptureConfig, DataConfig, DegradeConfig, IqaConfig, PriorConfig, ScoringConfig, TestsetConfig
 from .degrade import CaptureRanges, DegradeRanges
 from .world import QualityDistribution
 
-WORLD = Path("data/world")
-IQA = Path("data/iqa")
-TESTSET = Path("data/testset")
-SCORES = Path("data/scores")
-PRIOR = Path("models/prior/iqanet.pt")
-METRICS = Path("reports/metrics")
+# the face task's layout (iqpfr.task.FACE); other tasks' stages take their Task
+WORLD = FACE.world
+IQA = FACE.iqa
+TESTSET = FACE.testset
+SCORES = FACE.scores
+PRIOR = FACE.prior
+METRICS = FACE.metrics
 FIGURES = Path("reports/figures")
 SCORE_CACHE = Path("cache/scores.jsonl")
 
 
-def write_metrics(name: str, values: dict) -> Path:
-    """Write reports/metrics/<name>.json (sorted keys, plain floats)."""
-    path = METRICS / f"{name}.json"
+def write_metrics(name: str, values: dict, task: Task = FACE) -> Path:
+    """Write <task metrics>/<name>.json, e.g. reports/metrics/score.json (sorted keys, plain floats)."""
+    path = task.metrics / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(values, indent=2, sort_keys=True, default=float) + "\n")
     return path
@@ -131,16 +133,16 @@ def _load_stack(set_dir: Path, column: str = "file") -> tuple[torch.Tensor, pd.D
     return torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous(), df
 
 
-def train_prior(data_cfg: DataConfig, iqa: IqaConfig, prior: PriorConfig) -> dict:
-    """Stage `train_prior`: fit the learned NR-IQA and record its validation."""
+def train_prior(data_cfg: DataConfig, iqa: IqaConfig, prior: PriorConfig, task: Task = FACE) -> dict:
+    """Stage `train_prior`: fit the learned NR-IQA on the task's labelled sets and record its validation."""
     t0 = time.time()
     torch.manual_seed(prior.seed)
     if data_cfg.source == "synthetic":
         net = iqanet.IqaNet(iqanet.IqaNetConfig(width=prior.width, mode="regression"))
-        x, df = _load_stack(IQA / "train")
+        x, df = _load_stack(task.iqa / "train")
         evals = {}
         for split in ("val", "unseen"):
-            xe, de = _load_stack(IQA / split)
+            xe, de = _load_stack(task.iqa / split)
             evals[split] = (xe, de["true_quality"].to_numpy())
         q = torch.tensor(df["true_quality"].to_numpy(), dtype=torch.float32)
         history = iqanet.train_regression(net, x, q, prior.epochs, prior.batch_size, prior.lr, prior.seed, evals)
@@ -149,17 +151,18 @@ def train_prior(data_cfg: DataConfig, iqa: IqaConfig, prior: PriorConfig) -> dic
                   "spearman_train": iqanet.spearman(iqanet.predict(net, x), q.numpy())}
     else:
         net = iqanet.IqaNet(iqanet.IqaNetConfig(width=prior.width, mode="ranking"))
-        x, _ = _load_stack(IQA / "rank_train")
+        x, _ = _load_stack(task.iqa / "rank_train")
         history = iqanet.train_ranking(net, x.permute(0, 2, 3, 1).numpy(), iqa.rank_levels, prior.epochs,
                                        prior.batch_size, prior.lr, prior.seed)
-        xh, _ = _load_stack(IQA / "rank_holdout")
+        xh, _ = _load_stack(task.iqa / "rank_holdout")
         agree = iqanet.ranking_agreement(net, xh.permute(0, 2, 3, 1).numpy(), iqa.rank_levels, prior.seed)
         result = {"mode": "ranking", **{f"rank_spearman_{k}": v for k, v in agree.items()}}
     result.update({"parameters": sum(p.numel() for p in net.parameters()), "epochs": prior.epochs,
                    "train_images": len(x), "seconds": time.time() - t0, "resolution": data_cfg.resolution})
-    result["sha256"] = iqanet.save(PRIOR, net, result)
-    pd.DataFrame(history).to_csv(METRICS / "train_prior_history.csv", index=False)
-    write_metrics("train_prior", result)
+    result["sha256"] = iqanet.save(task.prior, net, result)
+    task.metrics.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(history).to_csv(task.metrics / "train_prior_history.csv", index=False)
+    write_metrics("train_prior", result, task)
     return result
 
 
@@ -239,7 +242,7 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def score_dataset(data_cfg: DataConfig, scoring: ScoringConfig, device: str | None = None) -> dict:
+def score_dataset(data_cfg: DataConfig, scoring: ScoringConfig, device: str | None = None, task: Task = FACE) -> dict:
     """Stage `score` (run by notebooks/01_score_dataset.ipynb).
 
     Scores the training and held-out GTs with the ensemble metrics, fits the normalisation on the
@@ -250,9 +253,9 @@ def score_dataset(data_cfg: DataConfig, scoring: ScoringConfig, device: str | No
     t0 = time.time()
     device = device or default_device()
     cache = quality.ScoreCache(SCORE_CACHE)
-    metrics = {n: quality.make_metric(n, device, PRIOR, scoring.offline) for n in scoring.metrics}
+    metrics = {n: quality.make_metric(n, device, task.prior, scoring.offline) for n in scoring.metrics}
     timing: dict = {}
-    tables = {s: _score_table(WORLD / s, metrics, scoring, cache, data_cfg.resolution, timing=timing)
+    tables = {s: _score_table(task.world / s, metrics, scoring, cache, data_cfg.resolution, timing=timing)
               for s in ("train", "holdout")}
     stats = quality.NormStats.fit({n: tables["train"][f"raw_{n}"].to_numpy() for n in metrics}, metrics,
                                   scoring.metrics)
@@ -266,11 +269,11 @@ def score_dataset(data_cfg: DataConfig, scoring: ScoringConfig, device: str | No
         df["bin"] = quality.score_bin(df["S"].to_numpy())
         df["gate"] = (df["S"] > scoring.threshold).astype(int)
         df["gate_strict"] = (df["S"] > strict).astype(int)
-    SCORES.mkdir(parents=True, exist_ok=True)
+    task.scores.mkdir(parents=True, exist_ok=True)
     for split, df in tables.items():
-        df.to_csv(SCORES / f"{split}.csv", index=False)
-    stats.save(SCORES / "norm_stats.json")
-    (SCORES / "gate.json").write_text(json.dumps({"threshold": scoring.threshold, "strict_threshold": strict,
+        df.to_csv(task.scores / f"{split}.csv", index=False)
+    stats.save(task.scores / "norm_stats.json")
+    (task.scores / "gate.json").write_text(json.dumps({"threshold": scoring.threshold, "strict_threshold": strict,
                                                   "strict_fraction": scoring.strict_fraction}, indent=2))
     train = tables["train"]
     summary = {"count_train": len(train), "count_holdout": len(tables["holdout"]),
@@ -279,12 +282,12 @@ def score_dataset(data_cfg: DataConfig, scoring: ScoringConfig, device: str | No
                "bin_counts": np.bincount(train["bin"], minlength=10).tolist()}
     references = {}
     for n in scoring.reference_metrics:
-        references[n] = quality.make_metric(n, device, PRIOR, scoring.offline, min_size=scoring.reference_size)
+        references[n] = quality.make_metric(n, device, task.prior, scoring.offline, min_size=scoring.reference_size)
     ref_tables = {}
     if "true_quality" in train:
         summary["spearman_S_vs_true_quality_train"] = iqanet.spearman(train["S"], train["true_quality"])
         summary["true_quality_bin_counts"] = np.histogram(train["true_quality"], bins=10, range=(0, 1))[0].tolist()
-        sets = {"world_train": WORLD / "train", "iqa_val": IQA / "val", "iqa_unseen": IQA / "unseen"}
+        sets = {"world_train": task.world / "train", "iqa_val": task.iqa / "val", "iqa_unseen": task.iqa / "unseen"}
         for set_name, set_dir in sets.items():
             if not (set_dir / "manifest.csv").exists():
                 continue
@@ -293,9 +296,17 @@ def score_dataset(data_cfg: DataConfig, scoring: ScoringConfig, device: str | No
             ref_tables[set_name] = df
             for n, m in {**metrics, **references}.items():
                 summary[f"spearman_{n}_{set_name}"] = _signed_spearman(m, df, n)
-    summary["throughput_images_per_s"] = measure_throughput({**metrics, **references}, WORLD / "train",
+    summary["throughput_images_per_s"] = measure_throughput({**metrics, **references}, task.world / "train",
                                                             scoring.batch_size)
     summary["images_scored_this_run"] = {n: c for n, (c, _) in timing.items()}
     summary["seconds"] = time.time() - t0
     return {"tables": tables, "reference": ref_tables, "stats": stats, "summary": summary,
             "metrics": {**metrics, **references}}
+
+
+def score_task(data_cfg: DataConfig, scoring: ScoringConfig, task: Task) -> dict:
+    """Stage `score` of a task reported by its own notebook (faces score in notebook 01): the
+    scores, gate and bins of `score_dataset`, and its summary as <task metrics>/score.json."""
+    summary = score_dataset(data_cfg, scoring, task=task)["summary"]
+    write_metrics("score", summary, task)
+    return summary

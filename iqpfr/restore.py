@@ -108,6 +108,7 @@ class RestoreOptions:
     feather: float = 0.08  # feathering width as a fraction of the face size
     detector: str = "dlib"  # whole-image mode: "dlib" (HOG) or "haar" (OpenCV)
     align: str = "landmarks"  # whole-image mode: "landmarks" (5-point, with rotation) or "box"
+    tiled: bool = False  # enhancement tasks (underwater): whole images in overlapping model-size tiles
 
 
 @dataclass
@@ -315,6 +316,45 @@ def restore_whole(model, img: np.ndarray, opts: RestoreOptions, device: torch.de
     return out, notes
 
 
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size `tile` covering [0, length) with at least `overlap` pixels
+    shared by neighbours; the last tile ends at `length` (length >= tile)."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+@torch.no_grad()
+def enhance_tiled(model, img: np.ndarray, opts: RestoreOptions, device: torch.device) -> np.ndarray:
+    """Enhance a whole image of any size at native scale (enhancement tasks such as underwater):
+    overlapping tiles of the model's resolution R (overlap R/4), each restored at the requested S,
+    blended with a Hann-shaped weight so that no seam shows. Images smaller than R on a side are
+    padded by reflection to R and cropped back. (H, W, 3) in [0,1] -> (H*upscale, W*upscale, 3)."""
+    r = model.cfg.latent_size * model.stage1.cfg.downsample_factor
+    h, w = img.shape[:2]
+    ph, pw = max(0, r - h), max(0, r - w)
+    x = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else img
+    H, W = x.shape[:2]
+    win = np.hanning(r + 2)[1:-1]
+    weight = np.outer(win, win)[..., None].astype(np.float32) + 1e-3
+    boxes = [(y, x0) for y in tile_starts(H, r, r // 4) for x0 in tile_starts(W, r, r // 4)]
+    acc, norm = np.zeros_like(x), np.zeros((H, W, 1), np.float32)
+    for i in range(0, len(boxes), opts.batch_size):
+        chunk = boxes[i:i + opts.batch_size]
+        t = torch.stack([torch.from_numpy(np.ascontiguousarray(x[y:y + r, x0:x0 + r])).permute(2, 0, 1) for y, x0 in chunk])
+        with precision_context(device, opts.precision):
+            out = model.restore(t.to(device), opts.score, opts.hq_weight).float().cpu().permute(0, 2, 3, 1).numpy()
+        for (y, x0), o in zip(chunk, out):
+            acc[y:y + r, x0:x0 + r] += o * weight
+            norm[y:y + r, x0:x0 + r] += weight
+    res = (acc / norm)[:h, :w]
+    if opts.upscale > 1:
+        res = cv2.resize(res, (w * opts.upscale, h * opts.upscale), interpolation=cv2.INTER_CUBIC)
+    return np.clip(res, 0, 1)
+
+
 def run(inputs: list[Path], out_dir: Path, model, opts: RestoreOptions, device: torch.device) -> Summary:
     """Restore files into out_dir (PNG); never overwrites an input; returns the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -342,7 +382,9 @@ def run(inputs: list[Path], out_dir: Path, model, opts: RestoreOptions, device: 
         todo.append((p, img, target))
     for start in tqdm(range(0, len(todo), opts.batch_size), desc="restore", unit="batch"):
         chunk = todo[start:start + opts.batch_size]
-        if opts.aligned:
+        if opts.tiled:
+            results = [enhance_tiled(model, img, opts, device) for _, img, _ in chunk]
+        elif opts.aligned:
             results = restore_faces(model, [img for _, img, _ in chunk], opts, device)
         else:
             results = []

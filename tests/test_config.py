@@ -25,7 +25,7 @@ def test_params_is_default_profile(root):
 
 def test_profiles_share_every_key(root):
     def keys(d, prefix=""):
-        return {prefix + k for k in d} | {x for k, v in d.items() if isinstance(v, dict) and k not in ("lq_folders", "expected_counts")
+        return {prefix + k for k in d} | {x for k, v in d.items() if isinstance(v, dict) and k not in ("lq_folders", "expected_counts", "overrides")
                                           for x in keys(v, prefix + k + ".")}
     ref = keys(_raw(root))
     for name in ("profiles/tiny.yaml", "profiles/paper.yaml"):

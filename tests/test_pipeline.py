@@ -8,7 +8,7 @@ import pytest
 import tomllib
 import yaml
 
-from iqpfr.cli import STAGES, VARIANT_SECTIONS
+from iqpfr.cli import STAGES, TASK_STAGES, TASK_WORLDS, VARIANT_SECTIONS
 from iqpfr.notebook import parameter_names
 
 
@@ -39,8 +39,22 @@ def test_notebook_stages_list_exactly_their_parameters(root, dvc_stages):
 
 def test_every_stage_is_covered(dvc_stages):
     unknown = [n for n, s in dvc_stages.items()
-               if n not in STAGES and "iqpfr.notebook" not in s.get("cmd", "") and n not in ("train_variant", "train_seed")]
+               if n not in STAGES and "iqpfr.notebook" not in s.get("cmd", "") and n not in ("train_variant", "train_seed")
+               and not s.get("cmd", "").startswith("iqpfr task ")]
     assert not unknown
+
+
+def test_task_stages_list_exactly_their_sections(dvc_stages):
+    """`iqpfr task T STAGE` reads the stage's sections with T's overrides applied: it lists T too."""
+    task_cmds = {s["cmd"]: (n, s) for n, s in dvc_stages.items() if s.get("cmd", "").startswith("iqpfr task ")}
+    for task, (_, world_sections) in TASK_WORLDS.items():
+        _, stage = task_cmds[f"iqpfr task {task} world"]
+        assert sorted(stage["params"]) == sorted(world_sections)
+        for name, (_, sections) in TASK_STAGES.items():
+            _, stage = task_cmds[f"iqpfr task {task} {name}"]
+            assert sorted(stage["params"]) == sorted([*sections, task]), name
+        _, stage = task_cmds[f"iqpfr task {task} variant"]
+        assert sorted(stage["params"]) == sorted([*VARIANT_SECTIONS, task, "variants"])
 
 
 def test_variant_stage_expands_the_params_variants(dvc_stages, root):

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from iqpfr import cli, restore
-from iqpfr.conditioned import Stage2Settings, Stage2Trainer, load_restorer
+from iqpfr.conditioned import DegradedLQ, Stage2Settings, Stage2Trainer, load_restorer
 from iqpfr.degrade import PRESETS
 from iqpfr.synthfaces import render_face
 from iqpfr.train import Stage1Settings, Stage1Trainer, load_stage1_model
@@ -29,7 +29,7 @@ def ckpts(tmp_path_factory):
     model1, _ = load_stage1_model(d / "s1.pt")
     targets = {"idx_c": torch.randint(0, 32, (4, 2, 16, 16)), "idx_h": torch.randint(0, 32, (4, 2, 16, 16))}
     Stage2Trainer(QualityRestorer(model1, T), Stage2Settings(steps=1, batch_size=2, lr=1e-3), imgs, targets,
-                  torch.rand(4), PRESETS["mild"]).train(checkpoint=d / "s2.pt")
+                  torch.rand(4), DegradedLQ(PRESETS["mild"])).train(checkpoint=d / "s2.pt")
     return d / "s2.pt", d / "s1.pt"
 
 

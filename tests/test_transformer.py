@@ -69,7 +69,7 @@ def _trainer(model, steps=4, qw=0.0, mode="discrete", q=None, score_lr_mult=1.0)
                "idx_h": torch.randint(0, 32, (n, 2, 16, 16), generator=g)}
     s = conditioned.Stage2Settings(steps=steps, batch_size=4, lr=2e-3, quality_weight=qw, quality_mode=mode, log_every=1,
                                    score_lr_mult=score_lr_mult)
-    return conditioned.Stage2Trainer(model, s, images, targets, torch.linspace(0, 1, n), PRESETS["mild"], q)
+    return conditioned.Stage2Trainer(model, s, images, targets, torch.linspace(0, 1, n), conditioned.DegradedLQ(PRESETS["mild"]), q)
 
 
 class _MeanBrightness(torch.nn.Module):

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from . import data, precision, quality
+from . import data, precision, quality, safeload
 from .config import (ConfigError, DataConfig, DegradeConfig, Params, Stage2Config, TransformerParams, VqganParams,
                      variant)
 from .codebook import STAGE1, vqgan_config
@@ -267,7 +267,7 @@ def stage2_settings(s2: Stage2Config, device: torch.device | str = "cpu") -> Sta
 def load_targets(n: int, task: Task = FACE) -> dict:
     """The task's latent targets, checked against its training set (n GTs) and stage-I checkpoint.
     Read as data (weights_only: tensors, strings and numbers only)."""
-    t = torch.load(task.targets, weights_only=True)
+    t = safeload.load(task.targets, "latent-targets file")
     if t.get("format") != "iqpfr.targets/1" or len(t["idx_c"]) != n:
         raise ValueError(f"{task.targets} does not match the training set ({n} GTs): re-run latent_targets")
     if t["stage1_sha256"] != data.sha256_file(task.stage1):

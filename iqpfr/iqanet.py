@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
+from . import safeload
 from .degrade import jpeg
 
 FORMAT = "iqpfr.iqanet/1"
@@ -109,10 +110,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[IqaNet, 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"learned NR-IQA checkpoint {path} not found: run `dvc repro train_prior`")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+    ckpt = safeload.load(path, "checkpoint", map_location=device)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not an {FORMAT} checkpoint (format={ckpt.get('format') if isinstance(ckpt, dict) else None})")
     net = IqaNet(IqaNetConfig(**ckpt["config"])).to(device)

@@ -1,0 +1,84 @@
+"""Files are data, never code: every tensor file goes through iqpfr.safeload, and a pickle that
+would run code is refused by each reader without running it."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from iqpfr import cli, conditioned, iqanet, safeload, task
+from iqpfr.train import load_checkpoint
+
+
+class _Payload:
+    """Unpickling this touches a marker file (what an attacker's os.system would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _evil_files(d: Path) -> dict[str, Path]:
+    marker = d / "ran"
+    files = {
+        "bare": _Payload(marker),
+        "nested": {"format": "iqpfr.stage2/2", "model": {"w": [1, _Payload(marker)]}},
+        "tagged bundle": {"format": "iqpfr.restorer/2", "config": {}, "stage1": _Payload(marker)},
+        "tagged targets": {"format": "iqpfr.targets/1", "idx_c": _Payload(marker)},
+    }
+    out = {}
+    for name, obj in files.items():
+        out[name] = d / f"{name.replace(' ', '_')}.pt"
+        torch.save(obj, out[name])
+    assert not marker.exists()
+    return out
+
+
+def test_no_module_calls_torch_load_outside_the_loader(root):
+    offenders = []
+    for f in (root / "iqpfr").rglob("*.py"):
+        if f.name != "safeload.py" and re.search(r"torch\.load\(", f.read_text()):
+            offenders.append(f.name)
+    assert not offenders, f"torch.load outside iqpfr/safeload.py: {offenders}"
+
+
+def test_every_reader_refuses_code_without_running_it(tmp_path, in_dir):
+    files = _evil_files(tmp_path)
+    marker = tmp_path / "ran"
+    for path in files.values():
+        with pytest.raises(ValueError, match="refused"):
+            safeload.load(path)
+        with pytest.raises(ValueError, match=re.escape(str(path))):
+            load_checkpoint(path, "iqpfr.stage2/2")
+        with pytest.raises(ValueError):
+            conditioned.load_restorer(path, path)
+        with pytest.raises(ValueError):
+            iqanet.load(path)
+        assert cli.main(["restore", str(tmp_path), "-o", str(tmp_path / "out"), "--aligned",
+                         "--checkpoint", str(path)]) == 2
+    # the latent targets of a task, read by stage II
+    in_dir(tmp_path)
+    t = task.UNDERWATER
+    t.targets.parent.mkdir(parents=True)
+    os.replace(files["tagged targets"], t.targets)
+    with pytest.raises(ValueError, match="refused"):
+        conditioned.load_targets(1, t)
+    assert not marker.exists()
+
+
+def test_plain_training_state_round_trips(tmp_path):
+    from iqpfr.train import rng_state, save_atomic, set_rng_state
+
+    import numpy as np
+
+    np.random.seed(3)
+    state = rng_state()
+    a = np.random.rand(3)
+    save_atomic({"format": "x", "rng": state}, tmp_path / "c.pt")
+    set_rng_state(load_checkpoint(tmp_path / "c.pt", "x")["rng"])
+    assert np.array_equal(np.random.rand(3), a)

@@ -11,6 +11,7 @@ same sections; a test checks it) and calls the matching function of `iqpfr.pipel
     iqpfr variant NAME         # stage II of one variant (params.yaml `variants`); torchrun-aware
     iqpfr task underwater STAGE  # a stage of another task: world, train_prior, score, stage1,
                                  # latent_targets, stage2, variant (its `baseline`)
+    iqpfr task colour STAGE      # the colour task (no stage1: it reads the face task's)
     torchrun --nproc_per_node 3 -m iqpfr.cli train stage1   # stage I on 3 GPUs (then dvc repro)
     iqpfr restore INPUT -o OUT # restore faces (see `iqpfr restore -h`)
     iqpfr export -o FILE       # the trained restorer and its stage I in one file
@@ -22,7 +23,7 @@ import argparse
 import json
 import sys
 
-from . import codebook, conditioned, pipeline, runtime, task, underwater
+from . import codebook, colour, conditioned, pipeline, runtime, task, underwater
 from .config import ConfigError, load_params, section, task_params
 
 STAGES = {
@@ -50,7 +51,8 @@ TASK_STAGES = {
     "stage2": (conditioned.train_conditioned, ("data", "degrade", "vqgan", "transformer", "stage2")),
 }
 # each task's own world stage (the one stage that knows what the task's images are)
-TASK_WORLDS = {"underwater": (underwater.build_sets, ("data", "iqa", "underwater"))}
+TASK_WORLDS = {"underwater": (underwater.build_sets, ("data", "iqa", "underwater")),
+               "colour": (colour.build_sets, ("data", "iqa", "degrade", "colour"))}
 
 # `iqpfr variant NAME` reads these sections plus `variants.NAME` (dvc.yaml's train_variant lists the same).
 VARIANT_SECTIONS = ("data", "degrade", "vqgan", "transformer", "stage2")
@@ -150,6 +152,8 @@ def _task_stage(params, name: str, stage: str) -> dict:
         return fn(*[section(p, n) for n in names])
     if stage == "variant":  # the task's unconditioned baseline: a variant of the task's main model
         return conditioned.train_variant(p, getattr(params, name).baseline, task=t)
+    if stage == "stage1" and t.shared_stage1 is not None:
+        raise ConfigError(f"the {name} task reads another task's stage I ({t.shared_stage1}) and never trains one")
     fn, names = TASK_STAGES[stage]
     return fn(*[section(p, n) for n in names], task=t)
 

@@ -351,11 +351,34 @@ class UnderwaterConfig:
         _range("underwater.num_test", self.num_test, 2, 1_000_000)
 
 
+@dataclass(frozen=True)
+class ColourConfig:
+    """The colour-enhancement task (notebook 06): GTs with colour flaws, on the face task's stage I,
+    and its overrides of the shared sections (never of `vqgan`/`stage1`/`data.resolution`: the
+    stage I is the face task's)."""
+
+    gts: QualitySpec  # colour-aware true-quality distribution of the training GTs
+    num_test: int  # seeded test GTs (colour-degraded LQ, and the same LQ in grayscale)
+    test_seed: int
+    baseline: str  # the variant (params `variants`) trained as the unconditioned baseline
+    overrides: dict[str, dict]  # section -> {key: value}, sections in TASK_SECTIONS["colour"]
+
+    def validate(self) -> None:
+        self.gts.validate("colour.gts")
+        _range("colour.num_test", self.num_test, 2, 1_000_000)
+        if "resolution" in self.overrides.get("data", {}):
+            raise ConfigError("colour.overrides.data.resolution: the colour task reads the face task's stage I, "
+                              "so it keeps data.resolution")
+
+
 VARIANT_SECTIONS = ("transformer", "stage2")
 """The sections a variant may override: variants share the data, the prior and stage I."""
 
-TASK_SECTIONS = ("data", "iqa", "prior", "scoring", "vqgan", "stage1", "transformer", "stage2", "evaluation")
-"""The shared sections a task other than faces may override (its own sizes, steps, metrics)."""
+TASK_SECTIONS = {
+    "underwater": ("data", "iqa", "prior", "scoring", "vqgan", "stage1", "transformer", "stage2", "evaluation"),
+    "colour": ("data", "degrade", "iqa", "prior", "scoring", "transformer", "stage2", "evaluation"),
+}
+"""The shared sections each task other than faces may override (its own sizes, steps, metrics)."""
 
 
 @dataclass(frozen=True)
@@ -376,6 +399,7 @@ class Params:
     evaluation: EvaluationConfig
     seeds: SeedsConfig
     underwater: UnderwaterConfig
+    colour: ColourConfig
     variants: dict[str, dict[str, dict]]  # name -> {section: {key: value}}: overrides of the main model
 
     def validate(self) -> None:
@@ -389,9 +413,10 @@ class Params:
                 raise ConfigError(f"seeds.rows: {row!r} is neither 'iqpfr' nor a variant {sorted(self.variants)}")
         if self.stage2.seed in self.seeds.extra:
             raise ConfigError(f"seeds.extra: {self.stage2.seed} is stage2.seed, the main runs' own seed")
-        if self.underwater.baseline not in self.variants:
-            raise ConfigError(f"underwater.baseline: {self.underwater.baseline!r} is not a variant {sorted(self.variants)}")
-        task_params(self, "underwater")  # every override must name a real key with a valid value
+        for task in TASK_SECTIONS:
+            if getattr(self, task).baseline not in self.variants:
+                raise ConfigError(f"{task}.baseline: {getattr(self, task).baseline!r} is not a variant {sorted(self.variants)}")
+            task_params(self, task)  # every override must name a real key with a valid value
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -512,7 +537,7 @@ def variant(params: Params, name: str) -> Params:
     return _override(params, params.variants[name], VARIANT_SECTIONS, f"variants.{name}", "a variant")
 
 
-TASKS = ("face", "underwater")
+TASKS = ("face", *TASK_SECTIONS)
 
 
 def task_params(params: Params, task: str) -> Params:
@@ -522,7 +547,7 @@ def task_params(params: Params, task: str) -> Params:
         raise ConfigError(f"task {task!r}: known tasks are {list(TASKS)}")
     if task == "face":
         return params
-    return _override(params, getattr(params, task).overrides, TASK_SECTIONS, f"{task}.overrides", "a task")
+    return _override(params, getattr(params, task).overrides, TASK_SECTIONS[task], f"{task}.overrides", f"the {task} task")
 
 
 def section(params: Params, name: str):

@@ -1,98 +1,139 @@
-"""Evaluation of an enhancement task (underwater; the colour task builds on it): every row on the
-task's seeded test set, against the clean scene the synthetic world rendered.
+"""Evaluation of an enhancement task (underwater, colour): rows of outputs on the task's seeded
+test sets, measured against the clean images the synthetic world rendered and against the GTs.
 
-Rows: `lq` (the raw input), `classical` (gray-world white balance + CLAHE), `baseline` (the
-unconditioned variant named by the task's section), `iqpfr` (the main model at the evaluation
-score S) and `reference` (the training-style reference of each test image: what a network that
-imitates the references aims at).
-
-Per image: `psnr_clean` (RGB), `ssim_clean` (luma), `ciede2000_clean` (mean CIEDE2000, lower is
-better), `true_quality` (the task's definition), `uciqe`, `uiqm` (no-reference underwater
-judges, reported beside) and `S` (the task's learned prior, normalised with the training
-statistics). Claims are paired bootstrap intervals as in notebook 04.
+A row is a name, the test set it reads and a function of that set's (LQ, GT) batches: the input
+itself, a classical method, a trained model at the evaluation score S, or the GT. Each task
+names its rows, its per-image metrics and its claims (`UNDERWATER`, `COLOUR` below); `run`
+measures every row, bootstraps the claims (paired, 95%, as in notebook 04) and sweeps S for the
+main row. The prior's S is the task's learned prior, normalised with its training statistics.
 """
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import evaluate, quality, truequality, uwmetrics
+from . import colour, evaluate, quality, truequality, uwmetrics
 from .conditioned import BIN_CENTRES, load_restorer, score_sweep
 from .iqanet import spearman
 from .pipeline import _load_stack
 from .task import Task
 
-ROWS = ("lq", "classical", "baseline", "iqpfr", "reference")
-DIRECTIONS = {"psnr_clean": "higher", "ssim_clean": "higher", "ciede2000_clean": "lower", "true_quality": "higher",
-              "uciqe": "higher", "uiqm": "higher", "S": "higher"}
-CLAIMS = [  # (claim, row a, row b, metric)
-    ("IQPFR is closer to the clean scene than the raw input (true quality)", "iqpfr", "lq", "true_quality"),
-    ("IQPFR's colours are closer to the clean scene than the raw input's", "iqpfr", "lq", "ciede2000_clean"),
-    ("IQPFR beats the unconditioned baseline (true quality)", "iqpfr", "baseline", "true_quality"),
-    ("IQPFR's colours beat the unconditioned baseline's", "iqpfr", "baseline", "ciede2000_clean"),
-    ("IQPFR beats the classical method (true quality)", "iqpfr", "classical", "true_quality"),
-    ("IQPFR exceeds the references' own true quality", "iqpfr", "reference", "true_quality"),
-]
+Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]  # (output, clean, GT) (H, W, 3) in [0,1]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a task's evaluation measures: rows (name, test set, kind), metrics, claims."""
+
+    rows: list[tuple[str, str, str]]  # kind: "input" | "gt" | "classical" | "main" | a variant name
+    metrics: dict[str, Metric]
+    directions: dict[str, str]  # metric -> "higher" | "lower" (is better); S is added
+    claims: list[tuple[str, str, str, str]]  # (claim, row a, row b, metric)
+    sweep_set: str = "pairs"
+
+
+UNDERWATER = Spec(
+    rows=[("lq", "pairs", "input"), ("classical", "pairs", "classical"), ("baseline", "pairs", "baseline"),
+          ("iqpfr", "pairs", "main"), ("reference", "pairs", "gt")],
+    metrics={"psnr_clean": lambda o, c, g: evaluate.psnr(o, c), "ssim_clean": lambda o, c, g: truequality.luma(o, c),
+             "ciede2000_clean": lambda o, c, g: truequality.ciede2000(o, c),
+             "true_quality": lambda o, c, g: truequality.colour(o, c),
+             "uciqe": lambda o, c, g: uwmetrics.uciqe(o), "uiqm": lambda o, c, g: uwmetrics.uiqm(o)},
+    directions={"psnr_clean": "higher", "ssim_clean": "higher", "ciede2000_clean": "lower", "true_quality": "higher",
+                "uciqe": "higher", "uiqm": "higher"},
+    claims=[
+        ("IQPFR is closer to the clean scene than the raw input (true quality)", "iqpfr", "lq", "true_quality"),
+        ("IQPFR's colours are closer to the clean scene than the raw input's", "iqpfr", "lq", "ciede2000_clean"),
+        ("IQPFR beats the unconditioned baseline (true quality)", "iqpfr", "baseline", "true_quality"),
+        ("IQPFR's colours beat the unconditioned baseline's", "iqpfr", "baseline", "ciede2000_clean"),
+        ("IQPFR beats the classical method (true quality)", "iqpfr", "classical", "true_quality"),
+        ("IQPFR exceeds the references' own true quality", "iqpfr", "reference", "true_quality"),
+    ])
+
+COLOUR = Spec(
+    rows=[("lq", "pairs", "input"), ("gray_lq", "gray", "input"), ("baseline", "pairs", "baseline"),
+          ("baseline_plus", "pairs", "main"), ("baseline_gray", "gray", "baseline"),
+          ("baseline_plus_gray", "gray", "main"), ("gt", "pairs", "gt")],
+    metrics={"ciede2000_oracle": lambda o, c, g: truequality.ciede2000(o, c),
+             "ciede2000_gt": lambda o, c, g: truequality.ciede2000(o, g),
+             "colourfulness": lambda o, c, g: colour.colourfulness(o),
+             "true_quality": lambda o, c, g: truequality.colour(o, c),
+             "psnr_gt": lambda o, c, g: evaluate.psnr(o, g), "ssim_gt": lambda o, c, g: truequality.luma(o, g)},
+    directions={"ciede2000_oracle": "lower", "ciede2000_gt": "lower", "colourfulness": "higher",
+                "true_quality": "higher", "psnr_gt": "higher", "ssim_gt": "higher"},
+    claims=[
+        ("Baseline+ (S = 0.95) is closer in colour to the pristine face than the baseline", "baseline_plus", "baseline",
+         "ciede2000_oracle"),
+        ("Baseline+ is closer to the pristine face than the baseline (true quality)", "baseline_plus", "baseline",
+         "true_quality"),
+        ("Baseline+ restores colour: closer to the pristine face than its LQ input", "baseline_plus", "lq",
+         "ciede2000_oracle"),
+        ("Grayscale inputs are colourised: closer to the pristine face than the gray input", "baseline_plus_gray",
+         "gray_lq", "ciede2000_oracle"),
+        ("Baseline+ colourises better than the baseline", "baseline_plus_gray", "baseline_gray", "ciede2000_oracle"),
+        ("Baseline+ exceeds the GTs' own colour quality", "baseline_plus", "gt", "ciede2000_oracle"),
+    ])
 
 
 def classical(x: torch.Tensor) -> torch.Tensor:
-    """The classical baseline on a batch (N, 3, R, R) in [0,1]."""
+    """The classical baseline (gray-world + CLAHE) on a batch (N, 3, R, R) in [0,1]."""
     out = [uwmetrics.classical_enhance(im) for im in x.permute(0, 2, 3, 1).numpy()]
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
-def measure(x: torch.Tensor, clean: torch.Tensor, task: Task, prior_score) -> pd.DataFrame:
-    """Per-image table of a row's images (N, 3, R, R) in [0,1] against the clean scenes."""
-    a, b = x.permute(0, 2, 3, 1).numpy(), clean.permute(0, 2, 3, 1).numpy()
-    return pd.DataFrame({
-        "psnr_clean": [evaluate.psnr(u, v) for u, v in zip(a, b)],
-        "ssim_clean": [truequality.luma(u, v) for u, v in zip(a, b)],
-        "ciede2000_clean": [truequality.ciede2000(u, v) for u, v in zip(a, b)],
-        "true_quality": task.true_quality(x, clean),
-        "uciqe": [uwmetrics.uciqe(u) for u in a],
-        "uiqm": [uwmetrics.uiqm(u) for u in a],
-        "S": prior_score(x),
-    })
+def measure(x: torch.Tensor, clean: torch.Tensor, gt: torch.Tensor, metrics: dict[str, Metric],
+            prior_score: Callable[[torch.Tensor], np.ndarray]) -> pd.DataFrame:
+    """Per-image table of a row's images (N, 3, R, R) in [0,1]: every metric, and the prior's S."""
+    o, c, g = (t.permute(0, 2, 3, 1).numpy() for t in (x, clean, gt))
+    cols = {name: [fn(a, b, h) for a, b, h in zip(o, c, g)] for name, fn in metrics.items()}
+    return pd.DataFrame({**cols, "S": prior_score(x)})
 
 
 @torch.no_grad()
-def run(task: Task, baseline: str, score: float = 0.95, sweep_count: int = 64, grid_count: int = 6) -> dict:
-    """Evaluate every row on the task's test pairs; the S sweep of the main model; the claims."""
+def run(task: Task, spec: Spec, main: str, baseline: str, score: float = 0.95, sweep_count: int = 64,
+        grid_count: int = 6) -> dict:
+    """Evaluate every row of `spec` on the task's test sets; the S sweep of the main model
+    (`main`: a checkpoint path); the claims. `baseline` names the variant row "baseline"."""
     t0 = time.time()
-    pairs = task.testset / "pairs"
-    lq, _ = _load_stack(pairs, "file")
-    ref, _ = _load_stack(pairs, "hq_file")
-    clean, _ = _load_stack(pairs, "oracle_file")
     stats = quality.NormStats.load(task.scores / "norm_stats.json")
-    metrics = {n: quality.make_metric(n, "cpu", task.prior) for n in stats.ensemble}
+    prior = {n: quality.make_metric(n, "cpu", task.prior) for n in stats.ensemble}
 
     def prior_score(x: torch.Tensor) -> np.ndarray:
         return stats.ensemble_score({n: torch.cat([m(x[i:i + 64]) for i in range(0, len(x), 64)]).numpy()
-                                     for n, m in metrics.items()})
+                                     for n, m in prior.items()})
 
-    main, _ = load_restorer(task.stage2, task.stage1)
-    base, _ = load_restorer(task.variants / baseline / "restorer.pt", task.stage1)
-    images = {"lq": lq, "classical": classical(lq), "baseline": score_sweep(base, lq, [score])[score],
-              "iqpfr": score_sweep(main, lq, [score])[score], "reference": ref}
-    tables = {row: measure(images[row], clean, task, prior_score) for row in ROWS}
+    sets = {}
+    for s in {r[1] for r in spec.rows}:
+        d = task.testset / s
+        sets[s] = (_load_stack(d, "file")[0], _load_stack(d, "hq_file")[0], _load_stack(d, "oracle_file")[0])
+    models = {"main": load_restorer(main, task.stage1)[0],
+              "baseline": load_restorer(task.variants / baseline / "restorer.pt", task.stage1)[0]}
+    images = {}
+    for name, s, kind in spec.rows:
+        lq, gt, _ = sets[s]
+        images[name] = (lq if kind == "input" else gt if kind == "gt" else classical(lq) if kind == "classical"
+                        else score_sweep(models[kind], lq, [score])[score])
+    tables = {name: measure(images[name], sets[s][2], sets[s][1], spec.metrics, prior_score) for name, s, _ in spec.rows}
     summary = {row: evaluate.summarise(t) for row, t in tables.items()}
+    directions = {**spec.directions, "S": "higher"}
     claims = []
-    for text, a, b, metric in CLAIMS:
+    for text, a, b, metric in spec.claims:
         d = evaluate.paired_difference(tables[a][metric].to_numpy(), tables[b][metric].to_numpy())
         claims.append({"claim": text, "a": a, "b": b, "metric": metric, "mean_a": summary[a][metric],
                        "mean_b": summary[b][metric], "diff": d["mean"], "low": d["low"], "high": d["high"],
-                       "verdict": evaluate.verdict(d, DIRECTIONS[metric])})
-    sweep = score_sweep(main, lq[:sweep_count])
-    sweep_tq = {s: float(task.true_quality(x, clean[:sweep_count]).mean()) for s, x in sweep.items()}
-    sweep_s = {s: float(prior_score(x).mean()) for s, x in sweep.items()}
-    return {"tables": tables, "summary": summary, "claims": pd.DataFrame(claims),
-            "grid": {row: images[row][:grid_count] for row in ROWS} | {"clean": clean[:grid_count]},
-            "sweep": {"S": list(BIN_CENTRES), "true_quality": [sweep_tq[s] for s in BIN_CENTRES],
-                      "S_output": [sweep_s[s] for s in BIN_CENTRES]},
-            "spearman_S_vs_output_score": spearman(BIN_CENTRES, [sweep_s[s] for s in BIN_CENTRES]),
-            "spearman_S_vs_true_quality": spearman(BIN_CENTRES, [sweep_tq[s] for s in BIN_CENTRES]),
-            "seconds": time.time() - t0}
+                       "verdict": evaluate.verdict(d, directions[metric])})
+    lq, _, clean = sets[spec.sweep_set]
+    sweep = score_sweep(models["main"], lq[:sweep_count])
+    sweep_tq = [float(task.true_quality(sweep[s], clean[:sweep_count]).mean()) for s in BIN_CENTRES]
+    sweep_s = [float(prior_score(sweep[s]).mean()) for s in BIN_CENTRES]
+    grid = {name: images[name][:grid_count] for name, _, _ in spec.rows}
+    grid["clean"] = sets[spec.sweep_set][2][:grid_count]
+    return {"tables": tables, "summary": summary, "claims": pd.DataFrame(claims), "grid": grid,
+            "sweep": {"S": list(BIN_CENTRES), "true_quality": sweep_tq, "S_output": sweep_s},
+            "spearman_S_vs_output_score": spearman(BIN_CENTRES, sweep_s),
+            "spearman_S_vs_true_quality": spearman(BIN_CENTRES, sweep_tq), "seconds": time.time() - t0}

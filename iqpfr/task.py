@@ -7,6 +7,10 @@ take a `Task` and never ask which one it is.
     underwater  data/underwater/, models/underwater/, reports/metrics/underwater/; true quality =
                 the colour-aware one (luma SSIM x CIEDE2000 term); LQ = the raw underwater image
                 stored beside each reference (`raw_file`), as in UIEB's raw/reference pairs.
+    colour      data/colour/, models/colour/, reports/metrics/colour/; colour-aware true quality;
+                LQ made on the fly (face degradations + colour jitter + grayscale); no stage I of
+                its own: it reads the face task's (`shared_stage1`), as the authors' colour
+                enhancement reuses the restoration codebook.
 
 A task's settings are the params file with its `overrides` applied (`config.task_params`); its
 world is built by its own module (`world`/`data` for faces, `underwater` for underwater).
@@ -31,6 +35,7 @@ class Task:
     quality: str  # key of truequality.DEFINITIONS
     paired_lq: bool  # True: the LQ of training GT i is stored beside it (column raw_file)
     whole_images: bool  # True: `iqpfr restore` enhances whole images in tiles (else: aligned faces)
+    shared_stage1: Path | None = None  # another task's stage-I checkpoint, read (never trained) by this one
 
     @property
     def world(self) -> Path:
@@ -58,7 +63,7 @@ class Task:
 
     @property
     def stage1(self) -> Path:
-        return self.models / "stage1" / "vqgan.pt"
+        return self.shared_stage1 or self.models / "stage1" / "vqgan.pt"
 
     @property
     def stage2(self) -> Path:
@@ -77,7 +82,9 @@ FACE = Task("face", Path("data"), Path("models"), Path("reports/metrics"), "luma
             whole_images=False)
 UNDERWATER = Task("underwater", Path("data/underwater"), Path("models/underwater"), Path("reports/metrics/underwater"),
                   "colour", paired_lq=True, whole_images=True)
-TASKS = {t.name: t for t in (FACE, UNDERWATER)}
+COLOUR = Task("colour", Path("data/colour"), Path("models/colour"), Path("reports/metrics/colour"), "colour",
+              paired_lq=False, whole_images=False, shared_stage1=FACE.stage1)
+TASKS = {t.name: t for t in (FACE, UNDERWATER, COLOUR)}
 
 
 def get(name: str) -> Task:

@@ -1,0 +1,105 @@
+"""The colour task: the colour degradation preset, colour flaws with known true quality,
+colourfulness, the task on the face task's stage I, and a tiny-profile run of notebook 06."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from iqpfr import cli, colour, pipeline, task, truequality
+from iqpfr.config import load_params
+from iqpfr.degrade import PRESETS, DegradeRanges, degrade
+from iqpfr.synthfaces import render_face
+from iqpfr.world import QualityDistribution
+
+
+def _face(seed=0, r=32):
+    return render_face([seed, 99, 0], r).image
+
+
+def test_colour_preset_draws_the_authors_ranges_and_records_them():
+    p = PRESETS["colour"]
+    assert (p.colour_jitter_prob, p.gray_prob) == (0.3, 0.01)
+    always = DegradeRanges(colour_jitter_prob=1.0)
+    for i in range(20):
+        _, rec = degrade(_face(), np.random.default_rng(i), always)
+        assert 0.5 <= rec["jitter_brightness"] <= 1.5 and 0.5 <= rec["jitter_contrast"] <= 1.5
+        assert 0.0 <= rec["jitter_saturation"] <= 1.5 and -0.1 <= rec["jitter_hue"] <= 0.1
+
+
+def test_gray_probability_and_gray_output():
+    half = DegradeRanges(gray_prob=0.5)
+    outs = [degrade(_face(), np.random.default_rng(i), half) for i in range(200)]
+    grays = [(img, rec) for img, rec in outs if rec.get("gray")]
+    assert 0.4 < len(grays) / len(outs) < 0.6
+    img = grays[0][0]
+    assert np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])
+
+
+def test_a_pure_hue_shift_lowers_colour_true_quality():
+    x = _face()
+    hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = (hsv[..., 0] + 40) % 360
+    shifted = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    assert truequality.colour(x, x) == pytest.approx(1.0)
+    assert truequality.colour(shifted, x) < 0.8 < truequality.luma(shifted, x) + 0.1
+
+
+def test_colourfulness_is_zero_for_gray_and_grows_with_saturation():
+    x = _face()
+    assert colour.colourfulness(colour.gray(x)) == pytest.approx(0.0)
+    more = np.clip(colour._saturate(x, 1.5), 0, 1)
+    assert colour.colourfulness(more) > colour.colourfulness(x) > 0
+
+
+def test_colour_flaws_start_at_the_clean_face_and_lean_warm():
+    x = _face()
+    rng = np.random.default_rng(0)
+    flaws = [colour.Flaws.draw(rng) for _ in range(200)]
+    assert np.array_equal(colour.colour_flaws(x, 0.0, flaws[0]), truequality._grid(x))
+    warm = np.mean([f.gains[0] > 1 and f.gains[2] < 1 for f in flaws])
+    assert abs(warm - colour.WARM_SHARE) < 0.1
+
+
+def test_gts_follow_their_target_colour_quality():
+    dist = QualityDistribution(uniform=True, tail_low=0.3)
+    errs = []
+    for i in range(6):
+        gt, oracle, rec = colour.make_sample(0, "iqa_val", i, 32, dist)
+        assert rec["true_quality"] == pytest.approx(truequality.colour(gt, oracle), abs=1e-4)
+        errs.append(abs(rec["true_quality"] - rec["target_quality"]))
+    assert np.median(errs) < 0.05
+
+
+def test_the_colour_task_reads_the_face_stage_I_and_never_trains_one(root, tmp_path, in_dir):
+    assert task.COLOUR.stage1 == task.FACE.stage1 and task.COLOUR.stage2 != task.FACE.stage2
+    shutil.copy(root / "profiles" / "tiny.yaml", tmp_path / "params.yaml")
+    in_dir(tmp_path)
+    assert cli.main(["task", "colour", "stage1"]) == 2
+    assert not Path("models/stage1").exists()
+
+
+def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, in_dir):
+    from iqpfr.notebook import run
+
+    proj = tmp_path / "p"
+    shutil.copytree(tiny_project, proj)
+    in_dir(proj)
+    p = load_params("params.yaml")
+    pipeline.score_dataset(p.data, p.scoring)  # the face task's scores, for its stage I's gate
+    assert cli.main(["train", "stage1"]) == 0
+    for stage in ("world", "train_prior", "score", "latent_targets", "stage2", "variant"):
+        assert cli.main(["task", "colour", stage]) == 0, stage
+    gray = np.stack([np.asarray(cv2.imread(str(f))) for f in sorted(Path("data/colour/testset/gray/lq").glob("*.png"))])
+    assert (gray[..., 0] == gray[..., 1]).all()
+    run("notebooks/06_colour.ipynb", "reports/06_colour.ipynb")
+    m = json.loads(Path("reports/metrics/colour.json").read_text())
+    for row in ("lq", "gray_lq", "baseline", "baseline_plus"):
+        assert {"ciede2000_oracle", "colourfulness", "true_quality", "psnr_gt", "S"} <= set(m[row])
+    assert m["gray_lq"]["colourfulness"] == pytest.approx(0.0)
+    assert "prior_spearman_val" in m and -1 <= m["spearman_S_vs_output_score"] <= 1

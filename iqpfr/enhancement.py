@@ -28,10 +28,13 @@ Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]  # (output, clean
 
 @dataclass(frozen=True)
 class Spec:
-    """What a task's evaluation measures: rows (name, test set, kind), metrics, claims."""
+    """What a task's evaluation measures: rows (name, test set, kind), metrics, claims. Metrics
+    named in `needs_clean` compare with the clean image and are NaN on sets without one (real
+    data such as UIEB); the others use the output and the GT only."""
 
-    rows: list[tuple[str, str, str]]  # kind: "input" | "gt" | "classical" | "main" | a variant name
+    rows: list[tuple[str, str, str]]  # kind: "input" | "gt" | "classical" | "main" | "baseline"
     metrics: dict[str, Metric]
+    needs_clean: frozenset[str]
     directions: dict[str, str]  # metric -> "higher" | "lower" (is better); S is added
     claims: list[tuple[str, str, str, str]]  # (claim, row a, row b, metric)
     sweep_set: str = "pairs"
@@ -43,9 +46,11 @@ UNDERWATER = Spec(
     metrics={"psnr_clean": lambda o, c, g: evaluate.psnr(o, c), "ssim_clean": lambda o, c, g: truequality.luma(o, c),
              "ciede2000_clean": lambda o, c, g: truequality.ciede2000(o, c),
              "true_quality": lambda o, c, g: truequality.colour(o, c),
+             "psnr_reference": lambda o, c, g: evaluate.psnr(o, g), "ssim_reference": lambda o, c, g: truequality.luma(o, g),
              "uciqe": lambda o, c, g: uwmetrics.uciqe(o), "uiqm": lambda o, c, g: uwmetrics.uiqm(o)},
+    needs_clean=frozenset({"psnr_clean", "ssim_clean", "ciede2000_clean", "true_quality"}),
     directions={"psnr_clean": "higher", "ssim_clean": "higher", "ciede2000_clean": "lower", "true_quality": "higher",
-                "uciqe": "higher", "uiqm": "higher"},
+                "psnr_reference": "higher", "ssim_reference": "higher", "uciqe": "higher", "uiqm": "higher"},
     claims=[
         ("IQPFR is closer to the clean scene than the raw input (true quality)", "iqpfr", "lq", "true_quality"),
         ("IQPFR's colours are closer to the clean scene than the raw input's", "iqpfr", "lq", "ciede2000_clean"),
@@ -64,6 +69,7 @@ COLOUR = Spec(
              "colourfulness": lambda o, c, g: colour.colourfulness(o),
              "true_quality": lambda o, c, g: truequality.colour(o, c),
              "psnr_gt": lambda o, c, g: evaluate.psnr(o, g), "ssim_gt": lambda o, c, g: truequality.luma(o, g)},
+    needs_clean=frozenset({"ciede2000_oracle", "true_quality"}),
     directions={"ciede2000_oracle": "lower", "ciede2000_gt": "lower", "colourfulness": "higher",
                 "true_quality": "higher", "psnr_gt": "higher", "ssim_gt": "higher"},
     claims=[
@@ -86,11 +92,14 @@ def classical(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
-def measure(x: torch.Tensor, clean: torch.Tensor, gt: torch.Tensor, metrics: dict[str, Metric],
+def measure(x: torch.Tensor, clean: torch.Tensor | None, gt: torch.Tensor, spec: Spec,
             prior_score: Callable[[torch.Tensor], np.ndarray]) -> pd.DataFrame:
-    """Per-image table of a row's images (N, 3, R, R) in [0,1]: every metric, and the prior's S."""
-    o, c, g = (t.permute(0, 2, 3, 1).numpy() for t in (x, clean, gt))
-    cols = {name: [fn(a, b, h) for a, b, h in zip(o, c, g)] for name, fn in metrics.items()}
+    """Per-image table of a row's images (N, 3, R, R) in [0,1]: every metric of `spec` (NaN for
+    the clean-image metrics when `clean` is None), and the prior's S."""
+    o, g = (t.permute(0, 2, 3, 1).numpy() for t in (x, gt))
+    c = clean.permute(0, 2, 3, 1).numpy() if clean is not None else [None] * len(o)
+    cols = {name: [np.nan if (name in spec.needs_clean and b is None) else fn(a, b, h) for a, b, h in zip(o, c, g)]
+            for name, fn in spec.metrics.items()}
     return pd.DataFrame({**cols, "S": prior_score(x)})
 
 
@@ -110,7 +119,9 @@ def run(task: Task, spec: Spec, main: str, baseline: str, score: float = 0.95, s
     sets = {}
     for s in {r[1] for r in spec.rows}:
         d = task.testset / s
-        sets[s] = (_load_stack(d, "file")[0], _load_stack(d, "hq_file")[0], _load_stack(d, "oracle_file")[0])
+        lq, frame = _load_stack(d, "file")
+        clean = _load_stack(d, "oracle_file")[0] if "oracle_file" in frame else None  # real sets have none
+        sets[s] = (lq, _load_stack(d, "hq_file")[0], clean)
     models = {"main": load_restorer(main, task.stage1)[0],
               "baseline": load_restorer(task.variants / baseline / "restorer.pt", task.stage1)[0]}
     images = {}
@@ -118,22 +129,27 @@ def run(task: Task, spec: Spec, main: str, baseline: str, score: float = 0.95, s
         lq, gt, _ = sets[s]
         images[name] = (lq if kind == "input" else gt if kind == "gt" else classical(lq) if kind == "classical"
                         else score_sweep(models[kind], lq, [score])[score])
-    tables = {name: measure(images[name], sets[s][2], sets[s][1], spec.metrics, prior_score) for name, s, _ in spec.rows}
+    tables = {name: measure(images[name], sets[s][2], sets[s][1], spec, prior_score) for name, s, _ in spec.rows}
     summary = {row: evaluate.summarise(t) for row, t in tables.items()}
     directions = {**spec.directions, "S": "higher"}
     claims = []
     for text, a, b, metric in spec.claims:
+        if tables[a][metric].isna().all():
+            continue  # a clean-image claim on a set without clean images: not measurable
         d = evaluate.paired_difference(tables[a][metric].to_numpy(), tables[b][metric].to_numpy())
         claims.append({"claim": text, "a": a, "b": b, "metric": metric, "mean_a": summary[a][metric],
                        "mean_b": summary[b][metric], "diff": d["mean"], "low": d["low"], "high": d["high"],
                        "verdict": evaluate.verdict(d, directions[metric])})
     lq, _, clean = sets[spec.sweep_set]
     sweep = score_sweep(models["main"], lq[:sweep_count])
-    sweep_tq = [float(task.true_quality(sweep[s], clean[:sweep_count]).mean()) for s in BIN_CENTRES]
+    sweep_tq = ([float(task.true_quality(sweep[s], clean[:sweep_count]).mean()) for s in BIN_CENTRES]
+                if clean is not None else [float("nan")] * len(BIN_CENTRES))
     sweep_s = [float(prior_score(sweep[s]).mean()) for s in BIN_CENTRES]
     grid = {name: images[name][:grid_count] for name, _, _ in spec.rows}
-    grid["clean"] = sets[spec.sweep_set][2][:grid_count]
-    return {"tables": tables, "summary": summary, "claims": pd.DataFrame(claims), "grid": grid,
+    if clean is not None:
+        grid["clean"] = clean[:grid_count]
+    claims = pd.DataFrame(claims, columns=["claim", "a", "b", "metric", "mean_a", "mean_b", "diff", "low", "high", "verdict"])
+    return {"tables": tables, "summary": summary, "claims": claims, "grid": grid,
             "sweep": {"S": list(BIN_CENTRES), "true_quality": sweep_tq, "S_output": sweep_s},
             "spearman_S_vs_output_score": spearman(BIN_CENTRES, sweep_s),
             "spearman_S_vs_true_quality": spearman(BIN_CENTRES, sweep_tq), "seconds": time.time() - t0}

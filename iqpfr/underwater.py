@@ -303,8 +303,74 @@ def write_set(out_dir: str | Path, split: str, count: int, seed: int, resolution
 # the task's world stage
 
 
+# UIEB (Li et al., IEEE TIP 2020): raw images, their references, and the reference-free challenging set
+UIEB_FOLDERS = {"raw": "raw-890", "reference": "reference-890", "challenging": "challenging-60"}
+UIEB_COUNTS = {"raw": 890, "reference": 890, "challenging": 60}
+UIEB_TEST = 90  # the usual seeded 800 / 90 split
+
+
+def _ingest(src: Path, out: Path, size: int) -> str:
+    img, _ = data.read_image(src)
+    img, _ = data.to_square(img, size)
+    return data.write_png(out, img)
+
+
+def build_uieb(data_cfg, uw) -> dict:
+    """The UIEB folder source (paper profile): `data.folder` holds raw-890/, reference-890/ (same
+    file names) and challenging-60/. Counts are checked; a seeded split (`underwater.test_seed`)
+    keeps 90 pairs for testing and 800 for training, of which the last `data.num_holdout` are held
+    out. Images are centre-cropped to squares of `data.resolution`. UIEB has no clean scene: the
+    sets carry no oracle column, so only reference-based and no-reference measures apply. The
+    learned prior ranks the training references (folder mode of `train_prior`)."""
+    import shutil
+
+    from .task import UNDERWATER as task
+
+    root = Path(data_cfg.folder)
+    found = {k: sorted(p for p in (root / v).glob("*") if p.suffix.lower() in data.IMAGE_SUFFIXES)
+             for k, v in UIEB_FOLDERS.items()}
+    for k, files in found.items():
+        if len(files) != UIEB_COUNTS[k]:
+            raise ValueError(f"{root / UIEB_FOLDERS[k]} holds {len(files)} images; UIEB's has {UIEB_COUNTS[k]}")
+    refs = {p.name: p for p in found["reference"]}
+    missing = [p.name for p in found["raw"] if p.name not in refs]
+    if missing:
+        raise ValueError(f"{len(missing)} raw images have no reference of the same name, e.g. {missing[:3]}")
+    order = np.random.default_rng(uw.test_seed).permutation(len(found["raw"]))
+    test = [found["raw"][i] for i in order[:UIEB_TEST]]
+    train = [found["raw"][i] for i in order[UIEB_TEST:]]
+    splits = {task.world / "train": train[:-data_cfg.num_holdout], task.world / "holdout": train[-data_cfg.num_holdout:],
+              task.testset / "pairs": test}
+    for sub in ("world", "iqa", "testset"):
+        shutil.rmtree(task.data / sub, ignore_errors=True)
+    out = {}
+    for folder, raws in splits.items():
+        rows = []
+        for i, raw in enumerate(raws):
+            name = f"{i:06d}.png"
+            ref_sha = _ingest(refs[raw.name], folder / "gt" / name, data_cfg.resolution)
+            raw_sha = _ingest(raw, folder / "raw" / name, data_cfg.resolution)
+            if folder == task.testset / "pairs":  # LQ = the raw image, HQ = its reference
+                rows.append({"file": f"raw/{name}", "sha256": raw_sha, "hq_file": f"gt/{name}", "hq_sha256": ref_sha,
+                             "source": raw.name})
+            else:
+                rows.append({"file": f"gt/{name}", "sha256": ref_sha, "raw_file": f"raw/{name}", "raw_sha256": raw_sha,
+                             "source": raw.name})
+        data.write_csv(folder / "manifest.csv", rows)
+        out[str(folder.relative_to(task.data))] = {"count": len(rows)}
+    for split, folder in (("rank_train", "train"), ("rank_holdout", "holdout")):  # the prior ranks references
+        shutil.copytree(task.world / folder, task.iqa / split)
+    rows = [{"file": f"lq/{i:06d}.png", "sha256": _ingest(p, task.testset / "challenging" / "lq" / f"{i:06d}.png",
+                                                           data_cfg.resolution), "source": p.name}
+            for i, p in enumerate(found["challenging"])]
+    data.write_csv(task.testset / "challenging" / "manifest.csv", rows)
+    out["testset/challenging"] = {"count": len(rows)}
+    return out
+
+
 def build_sets(data_cfg, iqa, uw) -> dict:
-    """Stage `underwater_world`: every set of the underwater task, each separately seeded.
+    """Stage `underwater_world`: every set of the underwater task, each separately seeded
+    (`data.source: folder` reads UIEB instead: `build_uieb`).
 
     world/{train,holdout}: references (gt/), raw inputs (raw/) and clean scenes (oracle/, never
     read by training); iqa/{train,val,unseen}: references with uniform true quality for the learned
@@ -319,6 +385,11 @@ def build_sets(data_cfg, iqa, uw) -> dict:
     from .task import UNDERWATER as task
 
     t0 = time.time()
+    if data_cfg.source == "folder":
+        out = build_uieb(data_cfg, uw)
+        out["seconds"] = time.time() - t0
+        write_metrics("world", out, task)
+        return out
     kinds = tuple(uw.water_types)
     refs = QualityDistribution(**uw.references.__dict__)
     uniform = QualityDistribution(tail_low=uw.references.tail_low, uniform=True)

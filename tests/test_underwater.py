@@ -8,7 +8,9 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -174,7 +176,8 @@ def test_underwater_stages_and_notebook_on_the_tiny_profile(root, tmp_path, in_d
     run("notebooks/05_underwater.ipynb", "reports/05_underwater.ipynb")
     m = json.loads(Path("reports/metrics/underwater.json").read_text())
     for row in ("lq", "baseline", "classical", "iqpfr", "reference"):
-        assert set(m[row]) == {"psnr_clean", "ssim_clean", "ciede2000_clean", "true_quality", "uciqe", "uiqm", "S"}
+        assert set(m[row]) == {"psnr_clean", "ssim_clean", "ciede2000_clean", "true_quality", "psnr_reference",
+                               "ssim_reference", "uciqe", "uiqm", "S"}
     assert -1 <= m["spearman_S_vs_output_score"] <= 1 and "prior_spearman_val" in m
     assert Path("reports/figures/05/05_reference_scores.png").exists()
 
@@ -201,3 +204,42 @@ def test_tiled_enhancement_of_any_size_keeps_the_size(tmp_path):
         img = np.random.default_rng(0).random((h, w, 3)).astype(np.float32)
         out = enhance_tiled(model, img, RestoreOptions(batch_size=4), torch.device("cpu"))
         assert out.shape == (h, w, 3) and out.min() >= 0 and out.max() <= 1
+
+
+def _fake_uieb(root: Path, raw: int = 890, challenging: int = 60) -> None:
+    rng = np.random.default_rng(0)
+    for sub, n in (("raw-890", raw), ("reference-890", raw), ("challenging-60", challenging)):
+        (root / sub).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(root / sub / f"{i}_img_.png"), rng.integers(0, 255, (12, 20, 3), dtype=np.uint8))
+
+
+def test_uieb_folder_is_checked_and_split_800_90(tmp_path, in_dir):
+    from dataclasses import replace
+
+    from iqpfr.config import load_params
+
+    in_dir(tmp_path)
+    p = load_params(Path(__file__).parent.parent / "profiles" / "tiny.yaml")
+    data_cfg = replace(p.data, source="folder", folder=str(tmp_path / "UIEB"), resolution=16, num_holdout=10)
+    _fake_uieb(tmp_path / "UIEB")
+    out = underwater.build_sets(data_cfg, p.iqa, p.underwater)
+    t = task.UNDERWATER
+    counts = {s: len(pd.read_csv(d / "manifest.csv")) for s, d in (("train", t.world / "train"), ("holdout", t.world / "holdout"),
+                                                                ("pairs", t.testset / "pairs"), ("challenging", t.testset / "challenging"))}
+    assert counts == {"train": 790, "holdout": 10, "pairs": 90, "challenging": 60} and out["seconds"] >= 0
+    pairs = pd.read_csv(t.testset / "pairs" / "manifest.csv")
+    train = pd.read_csv(t.world / "train" / "manifest.csv")
+    assert "oracle_file" not in pairs and set(pairs["source"]).isdisjoint(train["source"])
+    assert cv2.imread(str(t.testset / "pairs" / pairs["file"][0])).shape == (16, 16, 3)
+
+
+def test_uieb_with_a_missing_image_is_refused(tmp_path):
+    from dataclasses import replace
+
+    from iqpfr.config import load_params
+
+    p = load_params(Path(__file__).parent.parent / "profiles" / "tiny.yaml")
+    _fake_uieb(tmp_path / "UIEB", raw=889)
+    with pytest.raises(ValueError, match="raw-890 holds 889 images; UIEB's has 890"):
+        underwater.build_uieb(replace(p.data, source="folder", folder=str(tmp_path / "UIEB")), p.underwater)

@@ -41,6 +41,7 @@ import pandas as pd
 
 from . import data
 from .degrade import jpeg, to_uint8_grid
+from .targetquality import at_quality
 from .truequality import colour as true_quality
 from .world import QualityDistribution
 
@@ -235,15 +236,8 @@ def reference_at_quality(clean: np.ndarray, raw: np.ndarray, target: float, rng:
     cast = rng.standard_normal(3).astype(np.float32)
     cast /= np.abs(cast).max()
     field = rng.standard_normal(clean.shape).astype(np.float32)
-    best, lo, hi = None, 0.0, 1.0
-    for _ in range(steps):
-        t = (lo + hi) / 2
-        img = artefacts(clean, raw, t, mix, cast, field, family)
-        q = true_quality(img, clean)
-        if best is None or abs(q - target) < abs(best[1] - target):
-            best = (img, q, t)
-        lo, hi = (t, hi) if q > target else (lo, t)
-    img, q, t = best
+    img, q, t = at_quality(lambda s: artefacts(clean, raw, s, mix, cast, field, family),
+                           lambda im: true_quality(im, clean), target, steps)
     return img, {"target_quality": round(target, 4), "severity": round(t, 4), "true_quality": round(q, 5),
                  "family": family, **{f"mix_{k}": round(float(v), 4)
                                        for k, v in zip(("residual", "overenhance", "cast", "noise"), mix)}}

@@ -152,7 +152,7 @@ class ScoringConfig:
     def validate(self) -> None:
         if not self.metrics:
             raise ConfigError("scoring.metrics: name at least one metric")
-        _range("scoring.threshold", self.threshold, 0.0, 1.0)
+        _open_range("scoring.threshold", self.threshold, 0.0, 1.0)
         _range("scoring.strict_fraction", self.strict_fraction, 0.0, 1.0)
         _range("scoring.batch_size", self.batch_size, 1, 4096)
 
@@ -218,8 +218,14 @@ class Stage1Config:
         _range("stage1.steps", self.steps, 1, 100_000_000)
         _range("stage1.batch_size", self.batch_size, 1, 100_000)
         _range("stage1.ema_decay", self.ema_decay, 0.0, 1.0)
-        if len(self.betas) != 2:
-            raise ConfigError("stage1.betas: give two values")
+        _optimiser("stage1", self.lr, self.betas)
+        _range("stage1.lr_min_ratio", self.lr_min_ratio, 0.0, 1.0)
+        _range("stage1.codebook_lr_mult", self.codebook_lr_mult, 1e-6, 10_000.0)
+        _range("stage1.perceptual_weight", self.perceptual_weight, 0.0, 100.0)
+        _range("stage1.gan_start", self.gan_start, 0, 1_000_000_000)
+        _range("stage1.gan_weight", self.gan_weight, 0.0, 100.0)
+        _range("stage1.workers", self.workers, 0, 256)
+        _every("stage1", self.log_every, self.checkpoint_every)
 
 
 @dataclass(frozen=True)
@@ -237,6 +243,9 @@ class TransformerParams:
     def validate(self) -> None:
         _choice("transformer.conditioning", self.conditioning, ("add", "adaln", "none"))
         _choice("transformer.codebooks", self.codebooks, ("dual", "common"))
+        for k in ("n_layers", "n_heads", "d_model", "d_ff"):
+            _range(f"transformer.{k}", getattr(self, k), 1, 100_000)
+        _range("transformer.dropout", self.dropout, 0.0, 0.99)
         if self.d_model % self.n_heads:
             raise ConfigError("transformer.d_model: must be divisible by transformer.n_heads")
 
@@ -266,7 +275,13 @@ class Stage2Config:
         _choice("stage2.precision", self.precision, ("auto", "fp32", "bf16"))
         _range("stage2.score_lr_mult", self.score_lr_mult, 0.0, 10_000.0)
         _range("stage2.steps", self.steps, 1, 100_000_000)
+        _range("stage2.batch_size", self.batch_size, 1, 100_000)
         _range("stage2.quality_weight", self.quality_weight, 0.0, 100.0)
+        _range("stage2.quality_start", self.quality_start, 0, 1_000_000_000)
+        _range("stage2.ema_decay", self.ema_decay, 0.0, 1.0)
+        _range("stage2.feat_weight", self.feat_weight, 0.0, 100.0)
+        _optimiser("stage2", self.lr, self.betas)
+        _every("stage2", self.log_every, self.checkpoint_every)
 
 
 @dataclass(frozen=True)
@@ -413,10 +428,11 @@ class Params:
                 raise ConfigError(f"seeds.rows: {row!r} is neither 'iqpfr' nor a variant {sorted(self.variants)}")
         if self.stage2.seed in self.seeds.extra:
             raise ConfigError(f"seeds.extra: {self.stage2.seed} is stage2.seed, the main runs' own seed")
+        _consistent(self)
         for task in TASK_SECTIONS:
             if getattr(self, task).baseline not in self.variants:
                 raise ConfigError(f"{task}.baseline: {getattr(self, task).baseline!r} is not a variant {sorted(self.variants)}")
-            task_params(self, task)  # every override must name a real key with a valid value
+            _consistent(task_params(self, task), task)  # every override must name a real key with a valid value
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -430,6 +446,43 @@ def _choice(key: str, value, allowed) -> None:
 def _range(key: str, value, lo, hi) -> None:
     if not lo <= value <= hi:
         raise ConfigError(f"{key}: {value!r} is outside [{lo}, {hi}]")
+
+
+def _open_range(key: str, value, lo, hi) -> None:
+    if not lo < value < hi:
+        raise ConfigError(f"{key}: {value!r} is outside ({lo}, {hi}) (both ends excluded)")
+
+
+def _optimiser(section: str, lr: float, betas: list[float]) -> None:
+    if not 0 < lr <= 10:
+        raise ConfigError(f"{section}.lr: {lr!r} is outside (0, 10]")
+    if len(betas) != 2:
+        raise ConfigError(f"{section}.betas: give two values")
+    for i, b in enumerate(betas):
+        if not 0 <= b < 1:
+            raise ConfigError(f"{section}.betas[{i}]: {b!r} is outside [0, 1)")
+
+
+def _every(section: str, log_every: int, checkpoint_every: int) -> None:
+    _range(f"{section}.log_every", log_every, 1, 1_000_000_000)
+    _range(f"{section}.checkpoint_every", checkpoint_every, 1, 1_000_000_000)
+
+
+def _consistent(p: "Params", where: str = "") -> None:
+    """Checks across sections, on the params a task's stages will see (`where` names the task)."""
+    ctx = f" (in {where})" if where else ""
+    factor = 2 ** (len(p.vqgan.ch_mult) - 1)
+    if p.data.resolution % factor:
+        raise ConfigError(f"data.resolution: {p.data.resolution} is not divisible by {factor}, the downsampling "
+                          f"factor of vqgan.ch_mult {p.vqgan.ch_mult}{ctx}")
+    if p.data.source == "synthetic":
+        for key, batch in (("stage1.batch_size", p.stage1.batch_size), ("stage2.batch_size", p.stage2.batch_size)):
+            if batch > p.data.num_train:
+                raise ConfigError(f"{key}: {batch} is larger than the {p.data.num_train} training images "
+                                  f"(data.num_train){ctx}; allowed: [1, {p.data.num_train}]")
+        if p.prior.batch_size > p.iqa.num_train:
+            raise ConfigError(f"prior.batch_size: {p.prior.batch_size} is larger than the {p.iqa.num_train} images of "
+                              f"iqa.num_train{ctx}; allowed: [2, {p.iqa.num_train}]")
 
 
 def _convert(key: str, tp, value):

@@ -152,3 +152,35 @@ def test_seed_params_shorten_and_reseed(root):
     r = seed_params(p, "iqpfr", 1)
     assert r.stage2.quality_start == round(p.stage2.quality_start * p.seeds.steps / p.stage2.steps)
     assert r.transformer == p.transformer
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("stage1", "steps", -5), r"stage1\.steps: -5 is outside \[1, "),
+    (("stage2", "lr", 0.0), r"stage2\.lr: 0\.0 is outside \(0, 10\]"),
+    (("stage1", "betas", [0.9, 1.0]), r"stage1\.betas\[1\]: 1\.0 is outside \[0, 1\)"),
+    (("scoring", "threshold", 1.0), r"scoring\.threshold: 1\.0 is outside \(0\.0, 1\.0\)"),
+    (("scoring", "threshold", 0.0), r"scoring\.threshold: 0\.0 is outside \(0\.0, 1\.0\)"),
+    (("data", "resolution", 62), r"data\.resolution: 62 is not divisible by 4, the downsampling factor"),
+    (("stage1", "batch_size", 5000), r"stage1\.batch_size: 5000 is larger than the 1500 training images .*allowed: \[1, 1500\]"),
+    (("stage2", "checkpoint_every", 0), r"stage2\.checkpoint_every: 0 is outside \[1, "),
+    (("transformer", "dropout", 1.0), r"transformer\.dropout: 1\.0 is outside"),
+])
+def test_out_of_range_values_name_the_key_and_the_range(root, edit, message):
+    raw = _raw(root)
+    sec, key, value = edit
+    raw[sec][key] = value
+    p = None
+    with pytest.raises(ConfigError, match=message):
+        p = build(Params, raw)
+        p.validate()
+
+
+def test_a_task_override_is_checked_against_the_shared_sections(root):
+    raw = _raw(root)
+    raw["underwater"]["overrides"]["data"]["resolution"] = 33
+    with pytest.raises(ConfigError, match=r"data\.resolution: 33 is not divisible by 2.* \(in underwater\)"):
+        build(Params, raw).validate()
+    raw = _raw(root)
+    raw["colour"]["overrides"]["data"] = {"resolution": 128}
+    with pytest.raises(ConfigError, match=r"colour\.overrides\.data\.resolution: the colour task reads the face task's stage I"):
+        build(Params, raw).validate()

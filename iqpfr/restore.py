@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import safeload
 from .data import IMAGE_SUFFIXES, ImageRejected, read_image, sha256_file, write_png
 from .synthfaces import TEMPLATE_5PT
 
@@ -39,7 +40,7 @@ BOX_CENTRE = (0.5, 0.56)
 BOX_WIDTH = 0.56
 
 
-BUNDLE_FORMAT = "iqpfr.restorer/2"  # /2: CodeFormer-aligned VQGAN layers (iqpfr.stage1/2)
+BUNDLE_FORMAT = "iqpfr.restorer/3"  # /2: CodeFormer-aligned VQGAN layers (iqpfr.stage1/2); /3: tensor_sha256
 
 
 def export_bundle(stage2_path: str | Path, stage1_path: str | Path, out: str | Path) -> dict:
@@ -55,6 +56,7 @@ def export_bundle(stage2_path: str | Path, stage1_path: str | Path, out: str | P
               "provenance": {"stage2": str(stage2_path), "stage2_sha256": sha256_file(stage2_path),
                              "stage1": str(stage1_path), "stage1_sha256": sha256_file(stage1_path),
                              "stage2_step": info["step"], "train_config": info["train_config"]}}
+    bundle["tensor_sha256"] = safeload.tensor_digest(bundle)  # a re-saved, edited bundle no longer matches
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(out).with_suffix(".tmp")
     torch.save(bundle, tmp)
@@ -80,6 +82,9 @@ def load_model(checkpoint: str | Path, stage1: str | Path | None = None):
         return load_restorer(checkpoint, stage1 or STAGE1)[0]
     if stage1 is not None:
         raise ValueError(f"{checkpoint} is a bundle that carries its own stage I: do not pass a stage-I checkpoint")
+    digest = b.pop("tensor_sha256", None)
+    if digest != safeload.tensor_digest(b):
+        raise ValueError(f"{checkpoint}: the bundle's contents do not match its tensor_sha256 (edited or damaged): refused")
     try:
         s1 = DualCodebookVQGAN(VQGANConfig(**b["stage1_config"]))
         s1.load_state_dict(b["stage1"], strict=True)

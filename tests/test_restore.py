@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from iqpfr import cli, restore
+from iqpfr import cli, restore, safeload
 from iqpfr.conditioned import DegradedLQ, Stage2Settings, Stage2Trainer, load_restorer
 from iqpfr.degrade import PRESETS
 from iqpfr.synthfaces import render_face
@@ -183,9 +183,13 @@ def test_bundle_round_trip_and_strict_errors(ckpts, model, tmp_path, capsys):
     assert torch.equal(loaded.restore(x, 0.95), model.restore(x, 0.95))
     with pytest.raises(ValueError, match="carries its own stage I"):
         restore.load_model(bundle, ckpts[1])
-    broken = torch.load(bundle, weights_only=False)
+    broken = torch.load(bundle, weights_only=True)
     broken["restorer"]["encoder"].popitem()
-    torch.save(broken, tmp_path / "broken.pt")
+    torch.save(broken, tmp_path / "broken.pt")  # an edited bundle: its tensors no longer match its sha256
+    with pytest.raises(ValueError, match=r"broken\.pt: the bundle's contents do not match its tensor_sha256"):
+        restore.load_model(tmp_path / "broken.pt")
+    broken["tensor_sha256"] = safeload.tensor_digest({k: v for k, v in broken.items() if k != "tensor_sha256"})
+    torch.save(broken, tmp_path / "broken.pt")  # ... and one whose digest was forged too
     with pytest.raises(ValueError, match="weights do not match its config"):
         restore.load_model(tmp_path / "broken.pt")
     _faces_folder(tmp_path / "in")

@@ -82,3 +82,33 @@ def test_plain_training_state_round_trips(tmp_path):
     save_atomic({"format": "x", "rng": state}, tmp_path / "c.pt")
     set_rng_state(load_checkpoint(tmp_path / "c.pt", "x")["rng"])
     assert np.array_equal(np.random.rand(3), a)
+
+
+def _saved(tmp_path, obj=None) -> Path:
+    p = tmp_path / "t.pt"
+    torch.save(obj if obj is not None else {"format": "x", "w": torch.arange(4096.0)}, p)
+    return p
+
+
+def test_damaged_files_are_refused_with_their_name(tmp_path):
+    p = _saved(tmp_path)
+    raw = bytearray(p.read_bytes())
+    cases = {"truncated": raw[:-100], "appended": raw + b"extra bytes", "empty": b""}
+    flipped = bytearray(raw)
+    flipped[len(raw) // 2] ^= 0xFF  # inside the tensor's bytes: torch.load alone would not notice
+    cases["bit-flipped"] = flipped
+    for name, content in cases.items():
+        bad = tmp_path / f"{name}.pt"
+        bad.write_bytes(bytes(content))
+        with pytest.raises(ValueError, match=re.escape(str(bad))):
+            safeload.load(bad)
+    assert safeload.load(p)["w"].shape == (4096,)
+
+
+def test_tensor_digest_sees_any_change():
+    a = {"w": torch.arange(6.0).view(2, 3), "cfg": {"k": 1, "t": (1, 2)}}
+    same = {"cfg": {"t": (1, 2), "k": 1}, "w": torch.arange(6.0).view(2, 3)}
+    assert safeload.tensor_digest(a) == safeload.tensor_digest(same)
+    for changed in ({**a, "w": a["w"].clone().index_fill_(1, torch.tensor([0]), 9.0)},
+                    {**a, "w": a["w"].view(3, 2)}, {**a, "cfg": {"k": 2, "t": (1, 2)}}):
+        assert safeload.tensor_digest(changed) != safeload.tensor_digest(a)

@@ -160,6 +160,9 @@ def _task_stage(params, name: str, stage: str) -> dict:
 
 def _restore(args) -> int:
     """`iqpfr restore`: exit 0 when every input was restored, 1 when some were skipped, 2 on a usage error."""
+    for stream in (sys.stdout, sys.stderr):  # file names that are not valid UTF-8 are printed escaped
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     from pathlib import Path
 
     from .restore import RestoreOptions, list_inputs, load_model, resolve_device, run

@@ -26,11 +26,17 @@ from tqdm import tqdm
 
 from .degrade import DegradeRanges, degrade
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
 
 class ImageRejected(ValueError):
     """An input file that cannot be turned into an RGB image; the message is the reason."""
+
+
+def display_name(path: str | Path) -> str:
+    """A file name as text that any table can hold: bytes that are not valid UTF-8 become
+    backslash escapes (`bad_\\udcff.png`)."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -58,8 +64,14 @@ def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
         raise ImageRejected(f"too large to decode safely ({err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageRejected(f"not a readable image ({type(err).__name__}: {err})") from None
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    # decoded from bytes: OpenCV's file functions crash on paths that are not valid UTF-8
+    data = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     notes: list[str] = []
+    with Image.open(path) as im:
+        frames = getattr(im, "n_frames", 1)
+        orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+    if frames > 1:
+        notes.append(f"animated: first of {frames} frames")
     if data is None:  # formats PIL reads but OpenCV does not (e.g. some palettes): go via PIL
         with Image.open(path) as im:
             if im.mode not in ("RGB", "RGBA", "L", "LA"):
@@ -87,7 +99,17 @@ def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
     if img.shape[2] == 4:
         a = img[..., 3:]
         img, notes = img[..., :3] * a + (1 - a), notes + ["alpha composited over white"]
+    if orientation in ORIENT:  # show the picture the way a viewer does
+        img, notes = ORIENT[orientation](img), notes + [f"EXIF orientation {orientation} applied"]
     return np.ascontiguousarray(img[..., ::-1]), notes  # OpenCV's BGR -> RGB
+
+
+EXIF_ORIENTATION = 0x0112
+ORIENT = {  # EXIF orientation -> the transform that displays the stored pixels upright
+    2: lambda x: x[:, ::-1], 3: lambda x: x[::-1, ::-1], 4: lambda x: x[::-1],
+    5: lambda x: x.transpose(1, 0, 2), 6: lambda x: np.rot90(x, -1), 7: lambda x: x.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda x: np.rot90(x, 1),
+}
 
 
 def to_square(img: np.ndarray, size: int) -> tuple[np.ndarray, list[str]]:
@@ -122,30 +144,33 @@ def write_png(path: str | Path, img: np.ndarray) -> str:
 
 def load_png(path: str | Path) -> np.ndarray:
     """Read an 8-bit RGB PNG written by this package: (H, W, 3) float32 in [0,1]."""
-    u8 = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    path = Path(path)
+    u8 = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR) if path.is_file() else None
     if u8 is None:
         raise FileNotFoundError(f"cannot read image {path}")
     return u8[..., ::-1].astype(np.float32) / 255.0
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Every file under `folder` (recursively) except hidden ones, sorted. Non-images are kept
-    so that ingestion can report them instead of skipping them silently."""
+    """Every file under `folder` (recursively) except hidden ones, sorted. Non-images, broken and
+    looping symbolic links are kept so that ingestion can report them instead of skipping them
+    silently."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {folder} does not exist")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in folder.rglob("*") if (p.is_file() or p.is_symlink()) and not p.name.startswith("."))
 
 
 def write_csv(path: str | Path, rows: list[dict], columns: list[str] | None = None) -> None:
-    """Write dict rows as CSV atomically (columns = union of keys, in first-seen order)."""
+    """Write dict rows as UTF-8 CSV atomically (columns = union of keys, in first-seen order). Source
+    file names that are not valid UTF-8 are written with backslash escapes (e.g. `bad_\\udcff.png`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cols: list[str] = list(columns or [])
     for r in rows:
         cols += [k for k in r if k not in cols]
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
@@ -192,10 +217,10 @@ def _ingest_one(job: _IngestJob) -> dict:
             raise ImageRejected(f"too small ({img.shape[1]}x{img.shape[0]})")
         img, more = to_square(img, job.size)
         digest = write_png(Path(job.out_dir) / job.name, img)
-        return {"file": job.name, "sha256": digest, "source": job.src, "source_sha256": sha256_file(job.src),
-                "conversions": "; ".join(notes + more)}
+        return {"file": job.name, "sha256": digest, "source": display_name(job.src),
+                "source_sha256": sha256_file(job.src), "conversions": "; ".join(notes + more)}
     except ImageRejected as err:
-        return {"rejected": job.src, "reason": str(err)}
+        return {"rejected": display_name(job.src), "reason": display_name(err)}
 
 
 def ingest_folder(src: str | Path, out_dir: str | Path, size: int, workers: int = 1,

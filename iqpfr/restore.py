@@ -21,6 +21,7 @@ summary says what happened to every input.
 from __future__ import annotations
 
 import glob
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -157,8 +158,8 @@ def list_inputs(spec: str) -> list[Path]:
     p = Path(spec)
     if p.is_file():
         return [p]
-    if p.is_dir():
-        return sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+    if p.is_dir():  # broken and looping symbolic links are kept so that they are reported, not lost
+        return sorted(f for f in p.rglob("*") if (f.is_file() or f.is_symlink()) and not f.name.startswith("."))
     hits = sorted(Path(h) for h in glob.glob(spec, recursive=True) if Path(h).is_file())
     if not hits:
         raise FileNotFoundError(f"no input matches {spec!r}")
@@ -363,7 +364,7 @@ def enhance_tiled(model, img: np.ndarray, opts: RestoreOptions, device: torch.de
 def run(inputs: list[Path], out_dir: Path, model, opts: RestoreOptions, device: torch.device) -> Summary:
     """Restore files into out_dir (PNG); never overwrites an input; returns the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    protected = {p.resolve() for p in inputs}
+    protected = {Path(os.path.realpath(p)) for p in inputs}  # realpath: never raises on a symlink loop
     summary = Summary()
     todo: list[tuple[Path, np.ndarray, Path]] = []
     for p in inputs:
@@ -371,7 +372,7 @@ def run(inputs: list[Path], out_dir: Path, model, opts: RestoreOptions, device: 
         if p.suffix.lower() not in IMAGE_SUFFIXES:
             summary.skipped.append((str(p), f"not an image file type ({p.suffix or 'no suffix'})"))
             continue
-        if target.resolve() in protected:
+        if Path(os.path.realpath(target)) in protected:
             summary.skipped.append((str(p), f"output {target} would overwrite an input; use another -o or --suffix"))
             continue
         try:

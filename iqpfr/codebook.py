@@ -14,7 +14,7 @@ from .iqanet import spearman
 from .config import DataConfig, Stage1Config, VqganParams
 from .pipeline import _load_stack, write_metrics
 from .task import FACE, Task
-from .train import (Stage1Settings, Stage1Trainer, load_stage1_model, make_perceptual, resume_or_restart,
+from .train import (Stage1Settings, Stage1Trainer, fingerprint, load_stage1_model, make_perceptual, resume_or_restart,
                     save_atomic, setup_distributed, write_log_csv)
 from .quality import NormStats, make_metric
 from .quantize import code_usage
@@ -60,9 +60,10 @@ def train_codebook(data_cfg: DataConfig, vqgan: VqganParams, stage1: Stage1Confi
     d = setup_distributed()
     cfg, settings = vqgan_config(data_cfg, vqgan), stage1_settings(stage1, d.device)
     images = data.ManifestDataset(task.world / "train")
-    trainer = resume_or_restart(lambda: Stage1Trainer(cfg, settings, images, stage1_gates(stage1, len(images), task),
-                                                      make_perceptual(stage1.perceptual, d.device), d), task.stage1,
-                                progress)
+    gates = stage1_gates(stage1, len(images), task)
+    inputs = fingerprint(list(images.frame["sha256"]), gates)  # a finished run is reused only for the same data
+    trainer = resume_or_restart(lambda: Stage1Trainer(cfg, settings, images, gates, make_perceptual(stage1.perceptual, d.device),
+                                                      d, inputs), task.stage1, progress)
     t0 = time.time()
     start = trainer.step
     log = trainer.train(checkpoint=task.stage1, progress=lambda r: progress(

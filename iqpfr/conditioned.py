@@ -45,7 +45,7 @@ from .codebook import STAGE1, vqgan_config
 from .degrade import DegradeRanges, degrade
 from .pipeline import degrade_ranges, write_metrics
 from .task import FACE, Task
-from .train import (CODE_FILES, Dist, TrainingLoop, batch_flips, batch_indices, load_checkpoint, load_stage1_model,
+from .train import (CODE_FILES, Dist, TrainingLoop, batch_flips, batch_indices, fingerprint, load_checkpoint, load_stage1_model,
                     resume_or_restart, rng_state, save_atomic, set_rng_state, setup_distributed, write_log_csv)
 from .transformer import QualityRestorer, TransformerConfig, code_losses, score_to_bin
 
@@ -125,8 +125,10 @@ class Stage2Trainer(TrainingLoop):
     (`DegradedLQ` or `PairedLQ`); `q` the differentiable prior or None."""
 
     def __init__(self, model: QualityRestorer, settings: Stage2Settings, images, targets: dict, scores: torch.Tensor,
-                 lq: DegradedLQ | PairedLQ, q: torch.nn.Module | None = None, dist_info: Dist | None = None):
+                 lq: DegradedLQ | PairedLQ, q: torch.nn.Module | None = None, dist_info: Dist | None = None,
+                 inputs: str = ""):
         self.m, self.s, self.images, self.targets = model, settings, images, targets
+        self.inputs = inputs  # fingerprint of the data, scores, targets and LQ source: checked on resume
         self.scores, self.lq, self.q = scores.float(), lq, q
         self.d = dist_info or Dist()
         self.params = model.trainable_parameters()
@@ -143,7 +145,7 @@ class Stage2Trainer(TrainingLoop):
         return {"format": STAGE2_FORMAT, "config": asdict(self.m.cfg), "train_config": asdict(self.s),
                 "stage1_config": asdict(self.m.stage1.cfg), "code": code_hash(), "step": self.step,
                 "model": self.trained.state_dict(), "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-                "rng": rng_state(), "log": self.log}
+                "rng": rng_state(), "log": self.log, "inputs": self.inputs}
 
     def save(self, path) -> None:
         if self.d.main:
@@ -156,6 +158,8 @@ class Stage2Trainer(TrainingLoop):
                 and {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["train_config"].items()} == asdict(self.s))
         if not same:
             raise ValueError(f"{path} was written with other settings, config or code")
+        if ckpt.get("inputs", "") != self.inputs:
+            raise ValueError(f"{path} was trained on other data (inputs {ckpt.get('inputs')!r} != {self.inputs!r})")
         self.trained.load_state_dict(ckpt["model"], strict=True)
         self.ema.load_state_dict(ckpt["ema"], strict=True)
         self.opt.load_state_dict(ckpt["opt"])
@@ -292,13 +296,19 @@ def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: V
         q = quality.load_quality(task.scores / "norm_stats.json", str(d.device), task.prior)
     settings = stage2_settings(s2, d.device)
     targets = load_targets(len(images), task)
-    lq = (PairedLQ(data.ManifestDataset(task.world / "train", "raw_file")) if task.paired_lq
-          else DegradedLQ(degrade_ranges(degrade_cfg)))
+    if task.paired_lq:
+        lq = PairedLQ(data.ManifestDataset(task.world / "train", "raw_file"))
+        lq_source = ("paired", list(lq.images.frame["raw_sha256"]))
+    else:
+        lq = DegradedLQ(degrade_ranges(degrade_cfg))
+        lq_source = ("degrade", lq.ranges)
+    prior = safeload.tensor_digest(safeload.load(task.prior, "checkpoint")["state_dict"]) if q is not None else None
+    inputs = fingerprint(list(images.frame["sha256"]), scores, targets["idx_c"], targets["idx_h"], lq_source, prior)
 
     def fresh() -> Stage2Trainer:
         torch.manual_seed(s2.seed)
         model = QualityRestorer(stage1, transformer_config(data_cfg, vqgan, tp)).to(d.device)
-        return Stage2Trainer(model, settings, images, targets, scores, lq, q, d)
+        return Stage2Trainer(model, settings, images, targets, scores, lq, q, d, inputs)
 
     trainer = resume_or_restart(fresh, checkpoint, progress)
     model = trainer.m

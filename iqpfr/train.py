@@ -191,6 +191,18 @@ class TrainingLoop:
         return self.log
 
 
+def fingerprint(*parts) -> str:
+    """sha256 (16 hex) of what a run trains on: tensors by their bytes, everything else by repr.
+    Stored in checkpoints, so that a finished run is never reused for other data."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            h.update(part.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(repr(part).encode())
+    return h.hexdigest()[:16]
+
+
 def resume_or_restart(make_trainer, path: Path, progress=print):
     """A trainer resumed from `path` when that checkpoint is compatible (same config, settings and
     code), else a fresh one, with the incompatible checkpoint set aside as *.stale.pt (never mixed in)."""
@@ -243,8 +255,10 @@ class Stage1Trainer(TrainingLoop):
     """
 
     def __init__(self, cfg: VQGANConfig, settings: Stage1Settings, images: torch.utils.data.Dataset,
-                 gates: torch.Tensor, perceptual: nn.Module | None = None, dist_info: Dist | None = None):
+                 gates: torch.Tensor, perceptual: nn.Module | None = None, dist_info: Dist | None = None,
+                 inputs: str = ""):
         self.cfg, self.s, self.images, self.gates = cfg, settings, images, gates.float()
+        self.inputs = inputs  # fingerprint of the data (see `fingerprint`): checked on resume
         self.perceptual = perceptual
         self.d = dist_info or Dist()
         torch.manual_seed(settings.seed)
@@ -276,7 +290,7 @@ class Stage1Trainer(TrainingLoop):
                 "step": self.step, "model": self.model.state_dict(), "ema_generator": self.ema.state_dict(),
                 "discriminator": self.disc.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_d": self.opt_d.state_dict(), "sched_g": self.sched_g.state_dict(),
-                "usage": self.usage.clone(), "rng": rng_state(), "log": self.log}
+                "usage": self.usage.clone(), "rng": rng_state(), "log": self.log, "inputs": self.inputs}
 
     def save(self, path: str | Path) -> str | None:
         return save_atomic(self.state(), path) if self.d.main else None
@@ -289,11 +303,14 @@ class Stage1Trainer(TrainingLoop):
         if ckpt.get("code") != code_hash():
             raise ValueError(f"{path} was written by other model/training code ({ckpt.get('code')} != {code_hash()})")
         saved = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["train_config"].items()}
-        if saved["steps"] != self.s.steps or saved["seed"] != self.s.seed or saved["batch_size"] != self.s.batch_size:
-            raise ValueError(f"{path}: steps/seed/batch_size differ from the params; resuming would not be exact")
-        if saved.get("precision") != self.s.precision:
+        if saved.get("precision", self.s.precision) != self.s.precision:
             raise ValueError(f"{path} was trained in {saved.get('precision')}, this run would train in "
                              f"{self.s.precision}: a resume must keep its precision")
+        if saved != asdict(self.s):
+            changed = sorted(k for k in saved.keys() | asdict(self.s).keys() if saved.get(k) != asdict(self.s).get(k))
+            raise ValueError(f"{path} was trained with other settings ({', '.join(changed)}): resuming would not be exact")
+        if ckpt.get("inputs", "") != self.inputs:
+            raise ValueError(f"{path} was trained on other data (inputs {ckpt.get('inputs')!r} != {self.inputs!r})")
         self.model.load_state_dict(ckpt["model"], strict=True)
         self.ema.load_state_dict(ckpt["ema_generator"], strict=True)
         self.disc.load_state_dict(ckpt["discriminator"], strict=True)

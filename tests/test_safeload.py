@@ -112,3 +112,21 @@ def test_tensor_digest_sees_any_change():
     for changed in ({**a, "w": a["w"].clone().index_fill_(1, torch.tensor([0]), 9.0)},
                     {**a, "w": a["w"].view(3, 2)}, {**a, "cfg": {"k": 2, "t": (1, 2)}}):
         assert safeload.tensor_digest(changed) != safeload.tensor_digest(a)
+
+
+def test_a_finished_run_is_not_reused_for_other_data_or_settings(tmp_path):
+    from dataclasses import replace
+
+    from iqpfr.train import Stage1Settings, Stage1Trainer
+    from iqpfr.vqgan import VQGANConfig
+
+    cfg = VQGANConfig(resolution=16, nf=8, ch_mult=(1, 2), attn_resolutions=(), emb_dim=8, codebook_size=16, disc_nf=8,
+                      disc_layers=1)
+    s = Stage1Settings(steps=1, batch_size=2, lr=1e-3, gan_start=10**9)
+    imgs = torch.utils.data.TensorDataset(torch.rand(4, 3, 16, 16), torch.arange(4))
+    Stage1Trainer(cfg, s, imgs, torch.ones(4), inputs="data-a").train(checkpoint=tmp_path / "s1.pt")
+    Stage1Trainer(cfg, s, imgs, torch.ones(4), inputs="data-a").resume(tmp_path / "s1.pt")  # same data: fine
+    with pytest.raises(ValueError, match="trained on other data"):
+        Stage1Trainer(cfg, s, imgs, torch.ones(4), inputs="data-b").resume(tmp_path / "s1.pt")
+    with pytest.raises(ValueError, match=r"other settings \(lr\)"):
+        Stage1Trainer(cfg, replace(s, lr=2e-3), imgs, torch.ones(4), inputs="data-a").resume(tmp_path / "s1.pt")

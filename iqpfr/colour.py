@@ -34,7 +34,7 @@ import pandas as pd
 from . import data
 from .degrade import to_uint8_grid
 from .synthfaces import render_face
-from .targetquality import at_quality
+from .targetquality import at_quality, summary, synthetic_sets
 from .truequality import colour as true_quality
 from .world import QualityDistribution
 
@@ -177,18 +177,11 @@ def build_sets(data_cfg, iqa, degrade_cfg, col) -> dict:
     t0 = time.time()
     gts = QualityDistribution(**col.gts.__dict__)
     uniform = QualityDistribution(tail_low=col.gts.tail_low, uniform=True)
-    sets = [(task.world / "train", "train", data_cfg.num_train, data_cfg.seed, gts, "train"),
-            (task.world / "holdout", "holdout", data_cfg.num_holdout, data_cfg.seed, gts, "train"),
-            (task.iqa / "train", "iqa_train", iqa.num_train, data_cfg.seed, uniform, "train"),
-            (task.iqa / "val", "iqa_val", iqa.num_val, data_cfg.seed, uniform, "train"),
-            (task.iqa / "unseen", "iqa_unseen", iqa.num_unseen, data_cfg.seed, uniform, "unseen")]
     out = {}
-    for folder, split, n, seed, dist, family in sets:
+    for folder, split, n, seed, dist, family in synthetic_sets(task, data_cfg, iqa, gts, uniform):
         shutil.rmtree(folder, ignore_errors=True)
         df = write_set(folder, split, n, seed, data_cfg.resolution, dist, family, data_cfg.workers)
-        q = df["true_quality"].to_numpy()
-        out[split] = {"count": len(df), "true_quality_mean": float(q.mean()),
-                      "true_quality_bins": np.histogram(q, bins=10, range=(0, 1))[0].tolist()}
+        out[split] = summary(df["true_quality"].to_numpy())
     shutil.rmtree(task.testset, ignore_errors=True)
     hq = task.testset / "_hq_render"
     df = write_set(hq, "test", col.num_test, data_cfg.seed, data_cfg.resolution, gts, "train", data_cfg.workers)

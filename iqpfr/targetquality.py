@@ -25,3 +25,21 @@ def at_quality(make: Callable[[float], np.ndarray], quality: Callable[[np.ndarra
             best = (img, q, t)
         lo, hi = (t, hi) if q > target else (lo, t)
     return best
+
+
+def synthetic_sets(task, data_cfg, iqa, gts, uniform) -> list[tuple]:
+    """The sets a task's synthetic world renders, each (folder, split, count, seed, quality
+    distribution, family): training and held-out GTs drawn from `gts`, and the prior's labelled
+    train/val/unseen splits drawn from `uniform` (unseen: degradations it never trains on)."""
+    seed = data_cfg.seed
+    return [(task.world / "train", "train", data_cfg.num_train, seed, gts, "train"),
+            (task.world / "holdout", "holdout", data_cfg.num_holdout, seed, gts, "train"),
+            (task.iqa / "train", "iqa_train", iqa.num_train, seed, uniform, "train"),
+            (task.iqa / "val", "iqa_val", iqa.num_val, seed, uniform, "train"),
+            (task.iqa / "unseen", "iqa_unseen", iqa.num_unseen, seed, uniform, "unseen")]
+
+
+def summary(q: np.ndarray) -> dict:
+    """Count, mean and 0.1-bin histogram of a set's measured true qualities (for world.json)."""
+    return {"count": len(q), "true_quality_mean": float(np.mean(q)),
+            "true_quality_bins": np.histogram(q, bins=10, range=(0, 1))[0].tolist()}

@@ -41,7 +41,7 @@ import pandas as pd
 
 from . import data
 from .degrade import jpeg, to_uint8_grid
-from .targetquality import at_quality
+from .targetquality import at_quality, summary, synthetic_sets
 from .truequality import colour as true_quality
 from .world import QualityDistribution
 
@@ -387,20 +387,14 @@ def build_sets(data_cfg, iqa, uw) -> dict:
     kinds = tuple(uw.water_types)
     refs = QualityDistribution(**uw.references.__dict__)
     uniform = QualityDistribution(tail_low=uw.references.tail_low, uniform=True)
-    sets = [(task.world / "train", "train", data_cfg.num_train, data_cfg.seed, refs, "train"),
-            (task.world / "holdout", "holdout", data_cfg.num_holdout, data_cfg.seed, refs, "train"),
-            (task.iqa / "train", "iqa_train", iqa.num_train, data_cfg.seed, uniform, "train"),
-            (task.iqa / "val", "iqa_val", iqa.num_val, data_cfg.seed, uniform, "train"),
-            (task.iqa / "unseen", "iqa_unseen", iqa.num_unseen, data_cfg.seed, uniform, "unseen"),
-            (task.testset / "pairs", "test", uw.num_test, uw.test_seed, refs, "train")]
+    sets = synthetic_sets(task, data_cfg, iqa, refs, uniform)
+    sets.append((task.testset / "pairs", "test", uw.num_test, uw.test_seed, refs, "train"))
     out = {}
     for folder, split, n, seed, dist, family in sets:
         shutil.rmtree(folder, ignore_errors=True)
         df = write_set(folder, split, n, seed, data_cfg.resolution, dist, kinds, family, data_cfg.workers)
-        q = df["true_quality"].to_numpy()
-        out[split] = {"count": len(df), "true_quality_mean": float(q.mean()),
+        out[split] = {**summary(df["true_quality"].to_numpy()),
                       "raw_true_quality_mean": float(df["raw_true_quality"].mean()),
-                      "true_quality_bins": np.histogram(q, bins=10, range=(0, 1))[0].tolist(),
                       "water_types": df["water"].value_counts().to_dict()}
     pairs = pd.read_csv(task.testset / "pairs" / "manifest.csv")  # LQ = raw, HQ = reference, oracle = clean
     pairs = pairs.rename(columns={"file": "hq_file", "sha256": "hq_sha256"}).rename(

@@ -4,7 +4,6 @@ Each function receives exactly the params sections its DVC stage lists."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch

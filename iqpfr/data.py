@@ -9,7 +9,7 @@ silently: they go to `rejects.csv` with the reason.
 from __future__ import annotations
 
 import csv
-import hashlib
+import io
 import json
 import warnings
 from collections.abc import Callable, Iterable
@@ -24,6 +24,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from . import atomic
+from .atomic import sha256_file  # noqa: F401 - part of this module's API (data.sha256_file)
 from .degrade import DegradeRanges, degrade
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -38,13 +40,6 @@ def display_name(path: str | Path) -> str:
     backslash escapes (`bad_\\udcff.png`)."""
     return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
 
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_image(path: str | Path) -> tuple[np.ndarray, list[str]]:
@@ -136,10 +131,7 @@ def write_png(path: str | Path, img: np.ndarray) -> str:
     ok, buf = cv2.imencode(".png", u8[..., ::-1])
     if not ok:
         raise RuntimeError(f"PNG encoding failed for {path}")
-    tmp = path.with_suffix(".tmp.png")
-    tmp.write_bytes(buf.tobytes())
-    tmp.replace(path)
-    return hashlib.sha256(buf.tobytes()).hexdigest()
+    return atomic.write_bytes(path, buf.tobytes())
 
 
 def load_png(path: str | Path) -> np.ndarray:
@@ -164,17 +156,14 @@ def list_images(folder: str | Path) -> list[Path]:
 def write_csv(path: str | Path, rows: list[dict], columns: list[str] | None = None) -> None:
     """Write dict rows as UTF-8 CSV atomically (columns = union of keys, in first-seen order). Source
     file names that are not valid UTF-8 are written with backslash escapes (e.g. `bad_\\udcff.png`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cols: list[str] = list(columns or [])
     for r in rows:
         cols += [k for k in r if k not in cols]
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+    atomic.write_bytes(path, text.getvalue().encode("utf-8", errors="backslashreplace"))
 
 
 def read_manifest(set_dir: str | Path) -> pd.DataFrame:
@@ -272,7 +261,7 @@ def build_pairs(hq_dir: str | Path, out_dir: str | Path, ranges: DegradeRanges, 
             row.update(extra_columns.iloc[i].to_dict())
         rows.append(row)
     write_csv(out_dir / "manifest.csv", rows)
-    (out_dir / "degradation.json").write_text(json.dumps(
+    atomic.write_text(out_dir / "degradation.json", json.dumps(
         {"seed": seed, "ranges_at_512px": ranges.__dict__, "resolution": int(hq.shape[0]),
          "count": len(rows)}, indent=2, default=list))
     return pd.DataFrame(rows)

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import data, quality
+from . import atomic, data, quality
 from .world import true_quality
 
 PSNR_CAP = 100.0
@@ -307,5 +307,4 @@ def write_json(path: Path, values: dict) -> None:
             return None if not np.isfinite(v) else float(v)
         return v
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean(values), indent=2, sort_keys=True) + "\n")
+    atomic.write_text(path, json.dumps(clean(values), indent=2, sort_keys=True) + "\n")

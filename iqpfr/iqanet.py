@@ -16,7 +16,6 @@ the SSIM scale of true quality by the regression target.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy.stats import spearmanr
 
-from . import safeload
+from . import atomic, safeload
 from .degrade import jpeg
 
 FORMAT = "iqpfr.iqanet/1"
@@ -97,12 +96,8 @@ class IqaNet(nn.Module):
 
 def save(path: str | Path, net: IqaNet, info: dict) -> str:
     """Write a self-describing checkpoint atomically; return its sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"format": FORMAT, "config": asdict(net.cfg), "state_dict": net.state_dict(), "info": info}, tmp)
-    tmp.replace(path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return atomic.save_torch({"format": FORMAT, "config": asdict(net.cfg), "state_dict": net.state_dict(),
+                              "info": info}, path)
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[IqaNet, dict]:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import data, iqanet, quality
+from . import atomic, data, iqanet, quality
 from .task import FACE, Task
 from .config import CaptureConfig, DataConfig, DegradeConfig, IqaConfig, PriorConfig, ScoringConfig, TestsetConfig
 from .degrade import CaptureRanges, DegradeRanges
@@ -41,8 +41,7 @@ SCORE_CACHE = Path("cache/scores.jsonl")
 def write_metrics(name: str, values: dict, task: Task = FACE) -> Path:
     """Write <task metrics>/<name>.json, e.g. reports/metrics/score.json (sorted keys, plain floats)."""
     path = task.metrics / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values, indent=2, sort_keys=True, default=float) + "\n")
+    atomic.write_text(path, json.dumps(values, indent=2, sort_keys=True, default=float) + "\n")
     return path
 
 
@@ -158,8 +157,9 @@ def train_prior(data_cfg: DataConfig, iqa: IqaConfig, prior: PriorConfig, task: 
         agree = iqanet.ranking_agreement(net, xh.permute(0, 2, 3, 1).numpy(), iqa.rank_levels, prior.seed)
         result = {"mode": "ranking", **{f"rank_spearman_{k}": v for k, v in agree.items()}}
     result.update({"parameters": sum(p.numel() for p in net.parameters()), "epochs": prior.epochs,
-                   "train_images": len(x), "seconds": time.time() - t0, "resolution": data_cfg.resolution})
-    result["sha256"] = iqanet.save(task.prior, net, result)
+                   "train_images": len(x), "resolution": data_cfg.resolution})
+    result["sha256"] = iqanet.save(task.prior, net, result)  # no timings inside: a rerun writes the same bytes
+    result["seconds"] = time.time() - t0
     task.metrics.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(history).to_csv(task.metrics / "train_prior_history.csv", index=False)
     write_metrics("train_prior", result, task)
@@ -273,8 +273,8 @@ def score_dataset(data_cfg: DataConfig, scoring: ScoringConfig, device: str | No
     for split, df in tables.items():
         df.to_csv(task.scores / f"{split}.csv", index=False)
     stats.save(task.scores / "norm_stats.json")
-    (task.scores / "gate.json").write_text(json.dumps({"threshold": scoring.threshold, "strict_threshold": strict,
-                                                  "strict_fraction": scoring.strict_fraction}, indent=2))
+    atomic.write_text(task.scores / "gate.json", json.dumps({"threshold": scoring.threshold, "strict_threshold": strict,
+                                                        "strict_fraction": scoring.strict_fraction}, indent=2))
     train = tables["train"]
     summary = {"count_train": len(train), "count_holdout": len(tables["holdout"]),
                "fraction_above_threshold": float(train["gate"].mean()), "threshold": scoring.threshold,

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import iqanet
+from . import atomic, iqanet
 
 NIQE_PARAMS = "niqe_modelparameters.mat"
 
@@ -149,29 +149,55 @@ def make_metric(name: str, device: str = "cpu", learned_path: str | Path = "mode
 
 
 class ScoreCache:
-    """Append-only JSON-lines cache of raw scores keyed by sha256|metric|weights|resolution."""
+    """Append-only JSON-lines cache of raw scores keyed by sha256|metric|weights|resolution.
+
+    Each record carries a checksum of its key and value. A record that does not parse, holds no
+    finite number or fails its checksum (a line cut by a kill, a flipped byte, a hand edit) is
+    dropped, so its image is scored again; `dropped` counts them."""
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
         self.values: dict[str, float] = {}
+        self.dropped = 0
         if self.path and self.path.exists():
-            with open(self.path) as fh:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
                 for line in fh:
                     if line.strip():
-                        rec = json.loads(line)
-                        self.values[rec["k"]] = rec["v"]
+                        self._read(line)
+
+    def _read(self, line: str) -> None:
+        try:
+            rec = json.loads(line)
+            k, v, c = rec["k"], float(rec["v"]), rec["c"]
+        except (ValueError, KeyError, TypeError):
+            self.dropped += 1
+            return
+        if isinstance(k, str) and np.isfinite(v) and c == self.checksum(k, v):
+            self.values[k] = v
+        else:
+            self.dropped += 1
+
+    @staticmethod
+    def checksum(k: str, v: float) -> str:
+        return hashlib.sha256(f"{k}={v!r}".encode()).hexdigest()[:12]
 
     @staticmethod
     def key(sha: str, metric: Metric, resolution: int) -> str:
         return f"{sha}|{metric.name}|{metric.weights_hash}|{resolution}"
 
     def add(self, items: dict[str, float]) -> None:
+        """Record raw scores; each is appended as one line (a kill can cut only the last one)."""
+        items = {k: float(v) for k, v in items.items()}
         self.values.update(items)
         if self.path and items:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as fh:
-                for k, v in items.items():
-                    fh.write(json.dumps({"k": k, "v": v}) + "\n")
+            lines = "".join(json.dumps({"k": k, "v": v, "c": self.checksum(k, v)}) + "\n" for k, v in items.items())
+            with open(self.path, "a+b") as fh:
+                if fh.tell() > 0:  # a line cut by a kill must not swallow the first new record
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        lines = "\n" + lines
+                fh.write(lines.encode("utf-8"))
 
 
 def score_images(dataset: torch.utils.data.Dataset, shas: list[str], metric: Metric, batch_size: int,
@@ -227,8 +253,7 @@ class NormStats:
         return np.mean([self.normalise(n, raw[n]) for n in self.ensemble], axis=0)
 
     def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({"stats": self.stats, "ensemble": self.ensemble}, indent=2))
+        atomic.write_text(path, json.dumps({"stats": self.stats, "ensemble": self.ensemble}, indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> "NormStats":

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import safeload
+from . import atomic, safeload
 from .data import IMAGE_SUFFIXES, ImageRejected, read_image, sha256_file, write_png
 from .synthfaces import TEMPLATE_5PT
 
@@ -58,10 +58,7 @@ def export_bundle(stage2_path: str | Path, stage1_path: str | Path, out: str | P
                              "stage1": str(stage1_path), "stage1_sha256": sha256_file(stage1_path),
                              "stage2_step": info["step"], "train_config": info["train_config"]}}
     bundle["tensor_sha256"] = safeload.tensor_digest(bundle)  # a re-saved, edited bundle no longer matches
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(out).with_suffix(".tmp")
-    torch.save(bundle, tmp)
-    tmp.replace(out)
+    atomic.save_torch(bundle, out)
     return bundle["provenance"]
 
 

@@ -34,7 +34,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from . import losses, precision, safeload
+from . import atomic, losses, precision, safeload
 from .quantize import code_usage
 from .vqgan import DualCodebookVQGAN, PatchDiscriminator, VQGANConfig
 
@@ -107,14 +107,10 @@ def batch_flips(step: int, batch_size: int, seed: int, rank: int = 0, world: int
 
 
 def save_atomic(obj: dict, path: str | Path) -> str:
-    """torch.save to a temporary file then rename (a crash never leaves a half-written checkpoint).
+    """torch.save to a temporary file, fsync, then rename (`atomic`): a kill or a failing disk never
+    leaves a half-written checkpoint, and the previous one stays in place.
     Returns the sha256 of the file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return atomic.save_torch(obj, path)
 
 
 def rng_state() -> dict:

@@ -9,7 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from iqpfr import cli, colour, pipeline, task, truequality
 from iqpfr.config import load_params

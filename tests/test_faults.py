@@ -117,3 +117,53 @@ def test_killed_training_resumes_to_the_same_bits(tiny_project, tmp_path, stage)
 def test_many_kill_points(tiny_project, tmp_path, stage, seed):
     report = _kill_and_resume(tiny_project, tmp_path, stage, kills=8, seed=seed, steps=60)
     print(f"{stage} seed {seed}: {report}")
+
+
+def _dvc_project(tiny_project: Path, dst: Path, root: Path, steps: int) -> Path:
+    """A DVC project on the tiny profile (no git), with stage I long enough to be killed mid-run."""
+    dst.mkdir()
+    for name in ("dvc.yaml", "notebooks", "iqpfr", "reports/metrics/stage1_design.csv"):
+        src = root / name
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst / name)
+    raw = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    raw["stage1"].update(steps=steps, checkpoint_every=5, gan_start=steps // 2)
+    (dst / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=dst, check=True)
+    return dst
+
+
+def _dvc(proj: Path, *args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "IQPFR_THREADS": "1", "DVC_NO_ANALYTICS": "1"}
+    return subprocess.Popen(["dvc", *args], cwd=proj, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True, **kw)
+
+
+@pytest.mark.slow
+def test_dvc_repro_after_a_kill_completes(tiny_project, tmp_path, root):
+    """`dvc repro` SIGKILLed (with its notebook) while stage I trains, then run again: it resumes
+    from the persisted checkpoint, completes, leaves the stage up to date, and ends with the same
+    stage-I checkpoint as an uninterrupted run."""
+    proj = _dvc_project(tiny_project, tmp_path / "proj", root, steps=40)
+    ckpt = proj / STAGES["stage1"][0]
+    p = _dvc(proj, "repro", "train_codebook")
+    deadline = time.time() + 900
+    while not ckpt.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert ckpt.exists() and p.poll() is None, "stage I finished or failed before a checkpoint could be killed"
+    os.killpg(p.pid, signal.SIGKILL)  # dvc, papermill and the kernel together
+    p.wait()
+    killed_at = safeload.load(ckpt)["step"]
+    assert 0 < killed_at < 40
+    again = _dvc(proj, "repro", "train_codebook")
+    out, _ = again.communicate(timeout=900)
+    assert again.returncode == 0, out[-3000:]
+    status = _dvc(proj, "status", "train_codebook")
+    st, _ = status.communicate(timeout=300)
+    assert "up to date" in st or st.strip() == "", st
+    executed = (proj / "reports" / "02_train_codebook.ipynb").read_text()
+    assert "resumed models/stage1/vqgan.pt at step" in executed, "the rerun did not resume the killed run"
+    resumed = _state(ckpt, STAGES["stage1"][1])
+    ckpt.rename(ckpt.with_name("resumed.pt"))
+    assert _run(proj, "stage1", None) == 0  # the same stage, uninterrupted
+    assert _equal(resumed, _state(ckpt, STAGES["stage1"][1])), "the resumed DVC run differs from an uninterrupted one"

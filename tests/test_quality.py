@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -89,6 +90,32 @@ def test_score_cache_scores_only_what_changed(tmp_path):
     other = quality.Metric("mean", False, "w2", mod)  # new weights -> new keys
     _, n4 = quality.score_images(ds, shas, other, 2, cache, 8)
     assert n4 == 5
+
+
+def test_corrupt_score_cache_entries_are_recomputed(tmp_path):
+    """A line cut by a kill, a changed digit and a hand-edited value are not trusted: exactly those
+    images are scored again, and the others come from the cache."""
+    ds = torch.utils.data.TensorDataset(torch.rand(5, 3, 8, 8), torch.arange(5))
+    mod = _CountingModule()
+    metric = quality.Metric("mean", False, "w1", mod)
+    path = tmp_path / "c.jsonl"
+    shas = [f"s{i}" for i in range(5)]
+    first, _ = quality.score_images(ds, shas, metric, 2, quality.ScoreCache(path), 8)
+    lines = path.read_text().splitlines(keepends=True)
+    assert len(lines) == 5
+    rec1 = json.loads(lines[1])
+    lines[1] = lines[1].replace(json.dumps(rec1["v"]), json.dumps(rec1["v"] + 0.25))  # hand edit, old checksum
+    lines[2] = lines[2].replace('"c": "', '"c": "0')  # damaged checksum
+    lines[4] = lines[4][: len(lines[4]) // 2]  # cut by a kill
+    path.write_text("".join(lines))
+    cache = quality.ScoreCache(path)
+    assert cache.dropped == 3 and len(cache.values) == 2
+    mod.calls = 0
+    again, n = quality.score_images(ds, shas, metric, 2, cache, 8)
+    assert n == 3 and mod.calls == 3
+    np.testing.assert_allclose(again, first)
+    reread = quality.ScoreCache(path)  # the new records were not glued to the cut line
+    assert len(reread.values) == 5 and reread.dropped == 3
 
 
 def test_differentiable_quality_gradient(tmp_path):

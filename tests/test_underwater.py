@@ -3,7 +3,6 @@ the task abstraction (faces unchanged), and a tiny-profile run of its stages and
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path

@@ -14,6 +14,7 @@ same sections; a test checks it) and calls the matching function of `iqpfr.pipel
     iqpfr task colour STAGE      # the colour task (no stage1: it reads the face task's)
     torchrun --nproc_per_node 3 -m iqpfr.cli train stage1   # stage I on 3 GPUs (then dvc repro)
     iqpfr restore INPUT -o OUT # restore faces (see `iqpfr restore -h`)
+    iqpfr score FOLDER -o CSV  # NR-IQA scores of a folder of any size (torchrun-aware, resumable)
     iqpfr export -o FILE       # the trained restorer and its stage I in one file
     iqpfr check-params [FILE]  # validate a params file (e.g. profiles/paper.yaml)
 """
@@ -103,6 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     rs.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     rs.add_argument("--suffix", default="", help="added to output file names")
     rs.add_argument("--save-comparison", action="store_true", help="also write input | output side by side")
+    sc = sub.add_parser("score", help="NR-IQA scores of every image in a folder (streamed, cached, resumable; torchrun-aware)")
+    sc.add_argument("folder")
+    sc.add_argument("-o", "--output", required=True, help="CSV to write (file, sha256, one column per metric)")
+    sc.add_argument("--metrics", nargs="+", default=["learned"], help="'learned' and/or pyiqa names (default: learned)")
+    sc.add_argument("--prior", default="models/prior/iqanet.pt", help="the learned prior's checkpoint")
+    sc.add_argument("--norm-stats", default=None,
+                    help="normalisation statistics (e.g. data/scores/norm_stats.json): adds the ensemble score S")
+    sc.add_argument("--size", type=int, default=None,
+                    help="images are resized to SIZE x SIZE (default: the learned prior's training resolution, else 256)")
+    sc.add_argument("--cache", default=None, help="score cache (default: OUTPUT.cache.jsonl and its per-rank shards)")
+    sc.add_argument("--batch-size", type=int, default=32)
+    sc.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding images")
+    sc.add_argument("--online", action="store_true", help="let pyiqa download missing weights")
     ex = sub.add_parser("export", help="write a trained restorer and its stage I into one file")
     ex.add_argument("-o", "--output", required=True, help="bundle file to write (e.g. iqpfr_default.pt)")
     ex.add_argument("--checkpoint", default="models/stage2/restorer.pt", help="stage-II checkpoint")
@@ -112,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.command == "restore":
         return _restore(args)
+    if args.command == "score":
+        return _score(args)
     if args.command == "export":
         from .restore import export_bundle
 
@@ -156,6 +172,32 @@ def _task_stage(params, name: str, stage: str) -> dict:
         raise ConfigError(f"the {name} task reads another task's stage I ({t.shared_stage1}) and never trains one")
     fn, names = TASK_STAGES[stage]
     return fn(*[section(p, n) for n in names], task=t)
+
+
+def _score(args) -> int:
+    """`iqpfr score`: exit 0 when every file was scored, 1 when some were rejected, 2 on a usage error."""
+    from pathlib import Path
+
+    from . import folderscore, iqanet, quality
+
+    runtime.configure()
+    try:
+        size = args.size
+        if size is None:
+            size = iqanet.load(args.prior)[1].get("resolution", 256) if "learned" in args.metrics else 256
+        if size < 8:
+            raise ValueError(f"--size must be at least 8, got {size}")
+        result = folderscore.score_folder(args.folder, args.output, args.metrics, size, args.prior, args.norm_stats,
+                                          args.cache, args.batch_size, args.workers, offline=not args.online)
+    except (FileNotFoundError, ValueError, quality.MissingWeightsError) as err:
+        print(f"iqpfr score: {err}", file=sys.stderr)
+        return 2
+    if result.table or result.rejected:
+        print(f"scored {len(result.table)} files at {size} px ({result.computed} computed, the rest from the cache) "
+              f"in {result.seconds:.1f} s -> {Path(args.output)}")
+        for f, reason in result.rejected:
+            print(f"  rejected {f}: {reason}")
+    return result.exit_code
 
 
 def _restore(args) -> int:

@@ -3,7 +3,7 @@
 bf16 autocast pays on CUDA GPUs with bf16 support and on CPUs with AMX tiles (amx_bf16). On a
 CPU with AVX512-bf16 but no AMX it does not: measured on this project's 2-core machine (AVX512-bf16,
 no AMX; torch 2.14.1), a default stage-I forward+backward took 0.81 s in fp32 and 0.93 s under bf16
-autocast, and single 3x3 convolutions were 1.2-1.9x slower in bf16 (benchmarks/bench_stage1.py
+autocast, and single 3x3 convolutions were 1.2-1.9x slower in bf16 (`python -m benchmarks --only steps`
 prints the ratio). So "auto" means bf16 on CUDA with bf16 and on AMX CPUs, fp32 elsewhere. The resolved precision is stored in
 each checkpoint (a resume with another precision is refused) and recorded in the metrics;
 evaluation and inference run in fp32 unless asked otherwise.

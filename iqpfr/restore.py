@@ -183,14 +183,18 @@ def restore_faces(model, faces: list[np.ndarray], opts: RestoreOptions, device: 
 # dlib HOG detections scoring below this are dropped (on skimage's astronaut the face scores 1.16,
 # a false detection on the suit's flag 0.12; the project's synthetic faces 0.3-1.0).
 DLIB_MIN_SCORE = 0.3
+DLIB_UPSAMPLE_MAX_PIXELS = 4_000_000
 
 
 def detect_faces(img: np.ndarray, detector: str = "dlib") -> list[tuple[int, int, int, int]]:
-    """Face boxes (x, y, w, h) in an (H, W, 3) image in [0,1]: dlib's HOG detector (one 2x
-    upsampling pass, so faces from about 40 px; score >= DLIB_MIN_SCORE) or OpenCV's frontal Haar cascade."""
+    """Face boxes (x, y, w, h) in an (H, W, 3) image in [0,1]: dlib's HOG detector (score >=
+    DLIB_MIN_SCORE; images up to DLIB_UPSAMPLE_MAX_PIXELS get one 2x upsampling pass, so faces from
+    about 40 px, larger ones none, so faces from about 80 px: upsampling a 24-megapixel photo would
+    cost gigabytes) or OpenCV's frontal Haar cascade."""
     u8 = np.ascontiguousarray(np.clip(np.rint(img * 255), 0, 255).astype(np.uint8))
     if detector == "dlib":
-        rects, scores, _ = _dlib_models()[0].run(u8, 1, 0.0)
+        upsample = 1 if img.shape[0] * img.shape[1] <= DLIB_UPSAMPLE_MAX_PIXELS else 0
+        rects, scores, _ = _dlib_models()[0].run(u8, upsample, 0.0)
         return [(r.left(), r.top(), r.width(), r.height()) for r, s in zip(rects, scores) if s >= DLIB_MIN_SCORE]
     if detector != "haar":
         raise ValueError(f"unknown detector {detector!r}; use dlib or haar")
@@ -228,10 +232,13 @@ def eye_centres(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     The model marks two corners per eye (points 0-1 and 2-3) and the base of the nose (4)."""
     import dlib
 
-    u8 = np.ascontiguousarray(np.clip(np.rint(img * 255), 0, 255).astype(np.uint8))
     x, y, w, h = box
-    shape = _dlib_models()[1](u8, dlib.rectangle(x, y, x + w - 1, y + h - 1))
-    pts = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+    # the box with a margin of one box size around it, so a large photo is never converted whole per face
+    x0, y0 = max(x - w, 0), max(y - h, 0)
+    region = img[y0:y + 2 * h, x0:x + 2 * w]
+    u8 = np.ascontiguousarray(np.clip(np.rint(region * 255), 0, 255).astype(np.uint8))
+    shape = _dlib_models()[1](u8, dlib.rectangle(x - x0, y - y0, x - x0 + w - 1, y - y0 + h - 1))
+    pts = np.array([[p.x + x0, p.y + y0] for p in shape.parts()], np.float64)
     eyes = np.stack([pts[0:2].mean(0), pts[2:4].mean(0)])
     return eyes[np.argsort(eyes[:, 0])]
 
@@ -287,21 +294,36 @@ def alignments(img: np.ndarray, opts: RestoreOptions, size: int) -> tuple[list[n
 FACE_CENTRE, FACE_AXES = (0.5, 0.55), (0.27, 0.34)
 
 
-def paste_back(img: np.ndarray, face: np.ndarray, M: np.ndarray, feather: float) -> np.ndarray:
-    """Warp an aligned restored face (n, n, 3) back into img (H, W, 3) through a feathered
-    elliptical face mask. Pixels outside the crop are returned unchanged."""
-    h, w = img.shape[:2]
-    n = face.shape[0]
-    inv = cv2.invertAffineTransform(M)
-    back = cv2.warpAffine(face, inv, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+def face_mask(n: int, feather: float) -> np.ndarray:
+    """(n, n) float32 in [0,1]: the feathered elliptical face region of an aligned n x n crop."""
     k = max(1, int(feather * n))
     mask = np.zeros((n, n), np.float32)
     centre = (int(FACE_CENTRE[0] * n), int(FACE_CENTRE[1] * n))
     axes = (int(FACE_AXES[0] * n) - k, int(FACE_AXES[1] * n) - k)
     cv2.ellipse(mask, centre, axes, 0, 0, 360, 1.0, -1)
-    mask = cv2.GaussianBlur(mask, (0, 0), k / 2)
-    mask = cv2.warpAffine(mask, inv, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
-    return np.clip(img * (1 - mask) + back * mask, 0, 1)
+    return cv2.GaussianBlur(mask, (0, 0), k / 2)
+
+
+def paste_back(img: np.ndarray, face: np.ndarray, M: np.ndarray, feather: float) -> np.ndarray:
+    """Warp an aligned restored face (n, n, 3) back into img (H, W, 3) through a feathered
+    elliptical face mask, **in place**, and return img. Only the crop's bounding box is touched
+    and only that much memory is used, whatever the photo's size."""
+    h, w = img.shape[:2]
+    n = face.shape[0]
+    inv = cv2.invertAffineTransform(M)
+    corners = np.array([[0, 0, 1], [n, 0, 1], [0, n, 1], [n, n, 1]], np.float64) @ inv.T
+    x0, y0 = (np.floor(corners.min(0)).astype(int) - 2).clip(0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 2, (w, h))
+    if x1 <= x0 or y1 <= y0:
+        return img
+    shifted = inv.copy()
+    shifted[:, 2] -= (x0, y0)  # the same mapping into the box's own pixel grid
+    size = (int(x1 - x0), int(y1 - y0))
+    back = cv2.warpAffine(face, shifted, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    mask = cv2.warpAffine(face_mask(n, feather), shifted, size, flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
+    roi = img[y0:y1, x0:x1]
+    roi[...] = np.clip(roi * (1 - mask) + back * mask, 0, 1)
+    return img
 
 
 def restore_whole(model, img: np.ndarray, opts: RestoreOptions, device: torch.device) -> tuple[np.ndarray, list[str]]:
@@ -310,9 +332,9 @@ def restore_whole(model, img: np.ndarray, opts: RestoreOptions, device: torch.de
     crop = max(r, 256)
     Ms, notes = alignments(img, opts, crop)
     faces = [cv2.warpAffine(img, M, (crop, crop), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT) for M in Ms]
-    out = img.copy()
+    out = img.copy()  # one copy of the photo; faces are pasted into it box by box
     for M, face in zip(Ms, restore_faces(model, faces, RestoreOptions(**{**opts.__dict__, "upscale": 1}), device)):
-        out = paste_back(out, face, M, opts.feather)
+        paste_back(out, face, M, opts.feather)
     if opts.upscale > 1:
         out = cv2.resize(out, (img.shape[1] * opts.upscale, img.shape[0] * opts.upscale), interpolation=cv2.INTER_CUBIC)
     notes.append(f"{len(Ms)} face(s) restored")
@@ -358,33 +380,43 @@ def enhance_tiled(model, img: np.ndarray, opts: RestoreOptions, device: torch.de
     return np.clip(res, 0, 1)
 
 
+def _load(p: Path, opts: RestoreOptions, summary: Summary) -> np.ndarray | None:
+    """One input decoded, or None with the reason recorded in the summary."""
+    try:
+        img, conversions = read_image(p)
+    except ImageRejected as err:
+        summary.skipped.append((str(p), str(err)))
+        return None
+    if img.shape[0] * img.shape[1] > opts.max_pixels:
+        summary.skipped.append((str(p), f"{img.shape[1]}x{img.shape[0]} is larger than {opts.max_pixels} pixels"))
+        return None
+    if conversions:
+        summary.notes.append((str(p), "; ".join(conversions)))
+    return img
+
+
 def run(inputs: list[Path], out_dir: Path, model, opts: RestoreOptions, device: torch.device) -> Summary:
-    """Restore files into out_dir (PNG); never overwrites an input; returns the summary."""
+    """Restore files into out_dir (PNG); never overwrites an input; returns the summary. Inputs are
+    decoded a batch at a time (aligned faces) or one at a time (photos, tiled images), so memory
+    does not grow with the number of inputs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     protected = {Path(os.path.realpath(p)) for p in inputs}  # realpath: never raises on a symlink loop
     summary = Summary()
-    todo: list[tuple[Path, np.ndarray, Path]] = []
+    todo: list[tuple[Path, Path]] = []
     for p in inputs:
         target = out_dir / f"{p.stem}{opts.suffix}.png"
         if p.suffix.lower() not in IMAGE_SUFFIXES:
             summary.skipped.append((str(p), f"not an image file type ({p.suffix or 'no suffix'})"))
-            continue
-        if Path(os.path.realpath(target)) in protected:
+        elif Path(os.path.realpath(target)) in protected:
             summary.skipped.append((str(p), f"output {target} would overwrite an input; use another -o or --suffix"))
+        else:
+            todo.append((p, target))
+    step = opts.batch_size if opts.aligned and not opts.tiled else 1
+    for start in tqdm(range(0, len(todo), step), desc="restore", unit="batch" if step > 1 else "image"):
+        chunk = [(p, img, target) for p, target in todo[start:start + step]
+                 if (img := _load(p, opts, summary)) is not None]
+        if not chunk:
             continue
-        try:
-            img, conversions = read_image(p)
-        except ImageRejected as err:
-            summary.skipped.append((str(p), str(err)))
-            continue
-        if img.shape[0] * img.shape[1] > opts.max_pixels:
-            summary.skipped.append((str(p), f"{img.shape[1]}x{img.shape[0]} is larger than {opts.max_pixels} pixels"))
-            continue
-        if conversions:
-            summary.notes.append((str(p), "; ".join(conversions)))
-        todo.append((p, img, target))
-    for start in tqdm(range(0, len(todo), opts.batch_size), desc="restore", unit="batch"):
-        chunk = todo[start:start + opts.batch_size]
         if opts.tiled:
             results = [enhance_tiled(model, img, opts, device) for _, img, _ in chunk]
         elif opts.aligned:

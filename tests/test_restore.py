@@ -73,7 +73,7 @@ def test_paste_back_leaves_the_rest_unchanged():
     img = rng.random((200, 300, 3)).astype(np.float32)
     M = restore.box_to_template((120, 60, 50, 50), 64)
     face = np.zeros((64, 64, 3), np.float32)
-    out = restore.paste_back(img, face, M, feather=0.08)
+    out = restore.paste_back(img.copy(), face, M, feather=0.08)
     inv = restore.cv2.invertAffineTransform(M)
     corners = np.array([[0, 0, 1], [64, 64, 1]]) @ inv.T  # the crop's extent in the image
     (x0, y0), (x1, y1) = corners.astype(int)
@@ -82,6 +82,20 @@ def test_paste_back_leaves_the_rest_unchanged():
     assert np.array_equal(out[outside], img[outside])
     cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
     assert np.abs(out[cy - 5:cy + 5, cx - 5:cx + 5]).max() < 0.05  # the centre is the pasted face
+
+
+def test_paste_back_in_its_box_equals_a_full_frame_blend():
+    """Blending only inside the crop's bounding box gives what a whole-frame warp and blend gives
+    (up to OpenCV's 1/32-pixel interpolation grid, which the shifted origin can move: a smooth face)."""
+    rng = np.random.default_rng(1)
+    img = rng.random((300, 400, 3)).astype(np.float32)
+    face = restore.cv2.GaussianBlur(rng.random((64, 64, 3)).astype(np.float32), (0, 0), 3)
+    M = restore.eyes_to_template(np.array([[180.0, 140.0], [230.0, 150.0]]), 64)
+    inv = restore.cv2.invertAffineTransform(M)
+    back = restore.cv2.warpAffine(face, inv, (400, 300), flags=restore.cv2.INTER_CUBIC, borderMode=restore.cv2.BORDER_REFLECT)
+    mask = restore.cv2.warpAffine(restore.face_mask(64, 0.08), inv, (400, 300), flags=restore.cv2.INTER_LINEAR)[..., None]
+    full = np.clip(img * (1 - mask) + back * mask, 0, 1)
+    np.testing.assert_allclose(restore.paste_back(img.copy(), face, M, 0.08), full, atol=5e-3)
 
 
 def test_whole_image_on_a_real_photo(model, tmp_path):

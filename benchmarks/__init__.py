@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (`python -m benchmarks`); nothing here is a test."""

@@ -1,0 +1,428 @@
+"""The benchmark suite: how fast each part of iqpfr runs on this machine, and what each faster
+variant costs in accuracy. Every figure is paired with its plain reference measured in the same run.
+
+    python -m benchmarks                       # every case, results in reports/metrics/bench.json
+    python -m benchmarks --only default_restore scoring
+    python -m benchmarks --compile             # also torch.compile (minutes of compilation on a CPU)
+
+Cases
+- paper_restore: the paper-size restorer (512 px, random weights), batch 1.
+- default_restore: the default restorer: the trained checkpoint when models/ holds one (else
+  random weights, said in the output), batch 16.
+  Variants of both: eager fp32 contiguous (the reference), channels_last, bf16 autocast, bf16 +
+  channels_last, and torch.compile with --compile. Times are medians of `repeats` interleaved
+  rounds. Each variant's output is compared with the reference's: max abs difference, PSNR in dB
+  and, for the default model, the fraction of argmax codes that changed. A variant is within
+  tolerance when, on the default model, PSNR >= 40 dB and <= 1% of codes change;
+  `paper_512_speedup` is the best paper-size faces/s within tolerance over eager fp32.
+- whole_photo: `iqpfr restore` on a photo with pasted synthetic faces: detection + alignment +
+  restore + paste-back, seconds per face and peak memory above the loaded model.
+- stage1_step, stage2_step: one training step of the default configuration (perceptual and GAN
+  terms on; the quality loss on) in fp32 and under bf16 autocast, each in its own process (peak
+  memory per case); the ratio in the same run.
+- scoring: the learned prior and NIQE over the same images, a per-image loop against batches, and
+  the folder scorer (`iqpfr score`: decode + score, streamed) with 1 and 2 processes.
+
+The precision the package uses is never chosen from these timings (iqpfr/precision.py reads the
+CPU's flags); this suite is what that rule is checked against.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "reports" / "metrics" / "bench.json"
+TOLERANCE = {"psnr_db": 40.0, "changed_codes": 0.01}
+
+
+def machine() -> dict:
+    """CPU model, cores, the ISA flags that matter for bf16, torch version (and the GPU, if any)."""
+    from iqpfr import precision, runtime
+
+    flags = precision.cpu_flags()
+    return {**runtime.describe(), "isa": sorted(f for f in flags if f.startswith(("amx", "avx512", "avx2", "fma")))}
+
+
+# ----------------------------------------------------------------------------------------------
+# restore variants
+
+
+def _variant_context(name: str):
+    from iqpfr import precision
+
+    return precision.autocast("bf16" if name.startswith("bf16") else "fp32", "cpu")
+
+
+def _prepare(model, name: str):
+    """The model as the variant runs it (channels_last: weights in NHWC)."""
+    fmt = torch.channels_last if "channels_last" in name else torch.contiguous_format
+    return model.to(memory_format=fmt)
+
+
+def _codes(model, x: torch.Tensor, score: float = 0.95) -> torch.Tensor:
+    """The argmax codes (B, 2, T) the restorer picks for LQ x at quality `score`."""
+    from iqpfr.transformer import score_to_bin
+
+    bins = score_to_bin(torch.full((x.shape[0],), score))
+    z = model.latent(x, bins)
+    lc, lh = model.transformer(z, bins)
+    return torch.stack([lc.argmax(-1), lh.argmax(-1)], 1)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float((a.float() - b.float()).pow(2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+
+
+@torch.no_grad()
+def restore_case(model, x: torch.Tensor, batch: int, repeats: int, use_compile: bool, trained: bool) -> dict:
+    """Faces/s and output differences of every variant on LQ x (N, 3, R, R) in [0,1]."""
+    names = ["fp32", "fp32+channels_last", "bf16", "bf16+channels_last"] + (["compile"] if use_compile else [])
+    runners, extra = {}, {}
+    for name in names:
+        if name == "compile":
+            fn = torch.compile(model.restore)
+            t = time.perf_counter()
+            try:
+                fn(x[:batch])
+            except Exception as err:  # noqa: BLE001 - report why compile does not work here
+                extra[name] = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
+                continue
+            extra[name] = {"compile_seconds": round(time.perf_counter() - t, 1)}
+            runners[name] = fn
+        else:
+            runners[name] = model.restore
+    outputs, times = {}, {n: [] for n in runners}
+    for _ in range(repeats):  # interleaved: a busy moment hits every variant alike
+        for name, fn in runners.items():
+            m = _prepare(model, name)
+            xx = x.to(memory_format=torch.channels_last) if "channels_last" in name else x
+            with _variant_context(name):
+                fn(xx[:batch])  # warm-up
+                t = time.perf_counter()
+                out = torch.cat([fn(xx[i:i + batch]).float() for i in range(0, len(xx), batch)])
+            times[name].append(time.perf_counter() - t)
+            outputs[name] = out
+            _prepare(m, "fp32")
+    ref = outputs["fp32"]
+    with _variant_context("fp32"):
+        ref_codes = _codes(model, x)
+    rows = {}
+    for name in runners:
+        sec = float(np.median(times[name]))
+        row = {"faces_per_s": round(len(x) / sec, 3), "speedup": round(float(np.median(times["fp32"])) / sec, 2),
+               "max_abs_diff": round(float((outputs[name] - ref).abs().max()), 5),
+               "psnr_vs_fp32_db": round(_psnr(outputs[name], ref), 2), **extra.get(name, {})}
+        if name != "compile":
+            m = _prepare(model, name)
+            xx = x.to(memory_format=torch.channels_last) if "channels_last" in name else x
+            with _variant_context(name):
+                row["changed_codes"] = round(float((_codes(m, xx) != ref_codes).float().mean()), 4)
+            _prepare(m, "fp32")
+        if trained:
+            row["within_tolerance"] = bool(row["psnr_vs_fp32_db"] >= TOLERANCE["psnr_db"]
+                                           and row.get("changed_codes", 0.0) <= TOLERANCE["changed_codes"])
+        rows[name] = row
+    for name, info in extra.items():
+        rows.setdefault(name, info)
+    return rows
+
+
+def _restorer(profile: str):
+    from iqpfr import codebook, conditioned
+    from iqpfr.config import load_params
+    from iqpfr.transformer import QualityRestorer
+    from iqpfr.vqgan import DualCodebookVQGAN
+
+    p = load_params(ROOT / profile)
+    v = codebook.vqgan_config(p.data, p.vqgan)
+    torch.manual_seed(0)
+    return QualityRestorer(DualCodebookVQGAN(v), conditioned.transformer_config(p.data, p.vqgan, p.transformer)).eval(), v.resolution
+
+
+def case_default_restore(args) -> dict:
+    from iqpfr.conditioned import STAGE2, load_restorer
+    from iqpfr.pipeline import TESTSET
+
+    trained = (ROOT / STAGE2).exists()
+    if trained:
+        old = Path.cwd()
+        os.chdir(ROOT)
+        try:
+            model = load_restorer(STAGE2)[0]
+            from iqpfr.evaluate import load_set
+
+            x = load_set(TESTSET / "pairs")["lq"][: args.faces * 8] if (TESTSET / "pairs").exists() else None
+        finally:
+            os.chdir(old)
+    else:
+        model, _ = _restorer("params.yaml")
+        x = None
+    r = model.cfg.latent_size * 4
+    if x is None:
+        x = torch.rand(args.faces * 8, 3, r, r, generator=torch.Generator().manual_seed(0))
+    rows = restore_case(model, x, batch=16, repeats=args.repeats, use_compile=args.compile, trained=True)
+    return {"weights": "trained (models/stage2)" if trained else "random (no trained checkpoint here)",
+            "resolution": int(x.shape[-1]), "faces": len(x), "batch": 16, "variants": rows}
+
+
+def case_paper_restore(args) -> dict:
+    model, r = _restorer("profiles/paper.yaml")
+    x = torch.rand(args.faces, 3, r, r, generator=torch.Generator().manual_seed(0))
+    rows = restore_case(model, x, batch=1, repeats=args.repeats, use_compile=args.compile, trained=False)
+    return {"weights": "random", "resolution": r, "faces": len(x), "batch": 1, "variants": rows}
+
+
+def paper_speedup(results: dict) -> dict:
+    """Best paper-size faces/s within tolerance (judged on the default model) over eager fp32."""
+    paper = results.get("paper_restore", {}).get("variants", {})
+    default = results.get("default_restore", {}).get("variants", {})
+    ok = [n for n, v in paper.items() if "faces_per_s" in v and (n == "fp32" or default.get(n, {}).get("within_tolerance"))]
+    if not ok:
+        return {}
+    best = max(ok, key=lambda n: paper[n]["faces_per_s"])
+    return {"paper_512_speedup": round(paper[best]["faces_per_s"] / paper["fp32"]["faces_per_s"], 2),
+            "paper_512_best_variant": best}
+
+
+# ----------------------------------------------------------------------------------------------
+# whole photo
+
+
+def detectable_face(seed: int, k: int, size: int) -> np.ndarray:
+    """A synthetic face (size, size, 3) that dlib's detector finds on its own (some renders it
+    misses): the first of the seeds (seed, k, 0), (seed, k, 1), ... that it finds."""
+    from iqpfr.restore import detect_faces
+    from iqpfr.synthfaces import render_face
+
+    for j in range(20):
+        face = render_face([seed, k, j], size).image
+        canvas = np.full((size * 2, size * 2, 3), 0.45, np.float32)
+        canvas[size // 2:size // 2 + size, size // 2:size // 2 + size] = face
+        if len(detect_faces(canvas)) == 1:
+            return face
+    raise RuntimeError(f"no detectable synthetic face among 20 renders for ({seed}, {k})")
+
+
+def synthetic_photo(width: int, height: int, faces: int, seed: int = 0) -> np.ndarray:
+    """(H, W, 3) float32 in [0,1]: a mid-grey canvas with `faces` detectable synthetic faces pasted
+    on a grid, each 60% of its cell."""
+    photo = np.full((height, width, 3), 0.45, np.float32)
+    cols = max(1, int(np.ceil(np.sqrt(faces * width / height))))
+    rows = int(np.ceil(faces / cols))
+    cw, ch = width // cols, height // rows
+    face_px = int(0.6 * min(cw, ch))
+    for k in range(faces):
+        r, c = divmod(k, cols)
+        y, x = r * ch + (ch - face_px) // 2, c * cw + (cw - face_px) // 2
+        photo[y:y + face_px, x:x + face_px] = detectable_face(seed, k, face_px)
+    return photo
+
+
+def case_whole_photo(args) -> dict:
+    """`iqpfr restore` (whole-photo mode) on one synthetic photo, restored in a child process so
+    that the peak memory measured is the restore's own."""
+    return photo_benchmark(args.photo_width, args.photo_height, args.photo_faces)
+
+
+def photo_benchmark(width: int, height: int, faces: int) -> dict:
+    from iqpfr import data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "photo.png"
+        data.write_png(src, synthetic_photo(width, height, faces))
+        out = subprocess.run([sys.executable, __file__, "--child-photo", str(src)], capture_output=True, text=True,
+                             cwd=ROOT)
+    if out.returncode != 0:
+        return {"error": out.stderr[-1000:]}
+    return {"photo": f"{width}x{height}", "faces_pasted": faces, **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def _rss_gb() -> float:
+    """This process's resident memory now (Linux), in GiB."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
+def run_photo(src: Path) -> dict:
+    from iqpfr.restore import RestoreOptions, run
+
+    model, r = _restorer("params.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        base = _rss_gb()  # the loaded model and the interpreter
+        t = time.perf_counter()
+        summary = run([src], Path(tmp) / "out", model, RestoreOptions(aligned=False, batch_size=8), torch.device("cpu"))
+        sec = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    said = [n for _, n in summary.notes]
+    restored = sum(int(n.split()[0]) for n in said if n.endswith("face(s) restored"))
+    return {"faces_restored": restored, "notes": said[:3], "seconds": round(sec, 2),
+            "seconds_per_face": round(sec / max(restored, 1), 3), "model_rss_gb": round(base, 3),
+            "peak_rss_above_model_gb": round(peak - base, 3), "model_resolution": r}
+
+
+# ----------------------------------------------------------------------------------------------
+# training steps
+
+
+def run_step(stage: str, prec: str, steps: int) -> dict:
+    """Seconds per training step of the default configuration in this process."""
+    from iqpfr import codebook, conditioned, iqanet
+    from iqpfr.config import load_params
+    from iqpfr.degrade import PRESETS
+    from iqpfr.train import Stage1Settings, Stage1Trainer, make_perceptual
+
+    p = load_params(ROOT / "params.yaml")
+    cfg = codebook.vqgan_config(p.data, p.vqgan)
+    r, b = cfg.resolution, p.stage1.batch_size
+    torch.manual_seed(0)
+    images = torch.utils.data.TensorDataset(torch.rand(b * 2, 3, r, r), torch.arange(b * 2))
+    if stage == "stage1":
+        s = Stage1Settings(steps=steps + 1, batch_size=b, lr=p.stage1.lr, gan_start=0, precision=prec,
+                           perceptual_weight=p.stage1.perceptual_weight, restart_every=p.stage1.restart_every)
+        t = Stage1Trainer(cfg, s, images, torch.ones(b * 2), make_perceptual(p.stage1.perceptual, "cpu"))
+    else:
+        from iqpfr.transformer import QualityRestorer
+
+        stage1 = Stage1Trainer(cfg, Stage1Settings(steps=1, batch_size=b, lr=1e-3), images, torch.ones(b * 2)).model.eval()
+        model = QualityRestorer(stage1, conditioned.transformer_config(p.data, p.vqgan, p.transformer))
+        k, lat = cfg.codebook_size, cfg.latent_size
+        targets = {"idx_c": torch.randint(0, k, (b * 2, 2, lat, lat)), "idx_h": torch.randint(0, k, (b * 2, 2, lat, lat))}
+        prior = iqanet.IqaNet(iqanet.IqaNetConfig(width=p.prior.width, mode="regression"))
+
+        class Q(torch.nn.Module):  # the learned prior as the differentiable Q (random weights)
+            def forward(self, x):
+                return prior.score(x)
+
+        s = conditioned.Stage2Settings(steps=steps + 1, batch_size=p.stage2.batch_size, lr=p.stage2.lr,
+                                       quality_weight=p.stage2.quality_weight, quality_start=0, precision=prec)
+        t = conditioned.Stage2Trainer(model, s, images, targets, torch.rand(b * 2), conditioned.DegradedLQ(PRESETS["mild"]), Q())
+    t.train_step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        t.train_step()
+    sec = (time.perf_counter() - t0) / steps
+    return {"stage": stage, "precision": prec, "seconds_per_step": round(sec, 3), "batch": b, "resolution": r,
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+
+
+def case_steps(args) -> dict:
+    out = {}
+    for stage in ("stage1", "stage2"):
+        rows = {}
+        for prec in ("fp32", "bf16"):
+            res = subprocess.run([sys.executable, __file__, "--child-step", stage, "--precision", prec,
+                                  "--steps", str(args.steps)], capture_output=True, text=True, cwd=ROOT)
+            rows[prec] = json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0 else {"error": res.stderr[-800:]}
+        if all("seconds_per_step" in v for v in rows.values()):
+            rows["bf16_speedup_over_fp32"] = round(rows["fp32"]["seconds_per_step"] / rows["bf16"]["seconds_per_step"], 2)
+        out[f"{stage}_step"] = rows
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# scoring
+
+
+@torch.no_grad()
+def case_scoring(args) -> dict:
+    """Per-image loop against batches for the learned prior and NIQE, and the folder scorer."""
+    from iqpfr import data, iqanet, quality
+
+    n, size = args.score_images, 64
+    x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
+    out = {"images": n, "size": size}
+    with tempfile.TemporaryDirectory() as tmp:
+        prior = Path(tmp) / "iqanet.pt"
+        torch.manual_seed(0)
+        iqanet.save(prior, iqanet.IqaNet(iqanet.IqaNetConfig(width=16, mode="regression")), {"resolution": size})
+        for name in ("learned", "niqe"):
+            m = quality.make_metric(name, "cpu", prior, min_size=256 if name == "niqe" else 0)
+            m(x[:2])
+            t = time.perf_counter()
+            loop = torch.cat([m(x[i:i + 1]) for i in range(n)])
+            t_loop = time.perf_counter() - t
+            t = time.perf_counter()
+            batched = torch.cat([m(x[i:i + 32]) for i in range(0, n, 32)])
+            t_batch = time.perf_counter() - t
+            out[name] = {"per_image_loop_images_per_s": round(n / t_loop, 1), "batched_images_per_s": round(n / t_batch, 1),
+                         "batched_speedup": round(t_loop / t_batch, 2),
+                         "max_abs_diff_batched_vs_loop": float((loop - batched).abs().max())}
+        folder = Path(tmp) / "faces"
+        for i in range(n):
+            data.write_png(folder / f"{i:04d}.png", x[i].permute(1, 2, 0).numpy())
+        for procs in (1, 2):
+            csv = Path(tmp) / f"scores{procs}.csv"
+            cmd = ([sys.executable, "-m", "iqpfr.cli"] if procs == 1 else
+                   [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "iqpfr.cli"])
+            env = {**os.environ, "IQPFR_THREADS": str(max(1, (os.cpu_count() or 1) // procs))}
+            t = time.perf_counter()
+            res = subprocess.run(cmd + ["score", str(folder), "-o", str(csv), "--prior", str(prior), "--size", str(size),
+                                        "--metrics", "learned", "niqe", "--workers", "1"], capture_output=True, text=True,
+                                 env=env, cwd=ROOT)
+            sec = time.perf_counter() - t
+            out[f"folder_scorer_{procs}_process"] = ({"images_per_s_with_startup": round(n / sec, 1), "seconds": round(sec, 1)}
+                                                     if res.returncode == 0 else {"error": res.stderr[-800:]})
+    for name in ("learned", "niqe"):
+        out[name]["speedup_note"] = "batched over the per-image loop, same process, same images"
+    return out
+
+
+CASES = {"default_restore": case_default_restore, "paper_restore": case_paper_restore, "whole_photo": case_whole_photo,
+         "steps": case_steps, "scoring": case_scoring}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", choices=sorted(CASES))
+    ap.add_argument("--faces", type=int, default=2, help="paper-size faces per round (default model: 8x as many)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=3, help="timed training steps per case")
+    ap.add_argument("--score-images", type=int, default=64)
+    ap.add_argument("--photo-width", type=int, default=1600)
+    ap.add_argument("--photo-height", type=int, default=1200)
+    ap.add_argument("--photo-faces", type=int, default=6)
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile")
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--child-step", help=argparse.SUPPRESS)
+    ap.add_argument("--child-photo", help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    from iqpfr import runtime
+
+    runtime.configure()
+    if args.child_step:
+        print(json.dumps(run_step(args.child_step, args.precision, args.steps)))
+        return {}
+    if args.child_photo:
+        print(json.dumps(run_photo(Path(args.child_photo))))
+        return {}
+    results = {"machine": machine()}
+    for name in args.only or list(CASES):
+        t = time.perf_counter()
+        res = CASES[name](args)
+        results.update(res if name == "steps" else {name: res})
+        print(f"[{name}: {time.perf_counter() - t:.0f} s]", json.dumps(res, indent=1), flush=True)
+    results.update(paper_speedup(results))
+    out = Path(args.out)
+    old = json.loads(out.read_text()) if out.exists() and args.only else {}
+    from iqpfr import atomic
+
+    atomic.write_text(out, json.dumps({**old, **results}, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -24,7 +24,7 @@ import argparse
 import json
 import sys
 
-from . import codebook, colour, conditioned, pipeline, runtime, task, underwater
+from . import codebook, colour, conditioned, pipeline, precision, runtime, task, underwater
 from .config import ConfigError, load_params, section, task_params
 
 STAGES = {
@@ -101,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     rs.add_argument("--upscale", type=int, default=1)
     rs.add_argument("--batch-size", type=int, default=8)
     rs.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    rs.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    rs.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="auto (default): bf16 on a CUDA GPU with bf16 or a CPU with AMX, fp32 elsewhere "
+                         "(from the hardware's flags, never from a timing; see iqpfr/precision.py)")
     rs.add_argument("--suffix", default="", help="added to output file names")
     rs.add_argument("--save-comparison", action="store_true", help="also write input | output side by side")
     sc = sub.add_parser("score", help="NR-IQA scores of every image in a folder (streamed, cached, resumable; torchrun-aware)")
@@ -222,8 +224,10 @@ def _restore(args) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"iqpfr restore: {err}", file=sys.stderr)
         return 2
+    prec = precision.resolve(args.precision, device) if args.precision == "auto" else args.precision
+    print(f"device {device}, precision {prec}" + (" (auto)" if args.precision == "auto" else ""))
     opts = RestoreOptions(score=args.score, hq_weight=args.hq_weight, aligned=args.aligned, upscale=args.upscale,
-                          batch_size=args.batch_size, device=args.device, precision=args.precision,
+                          batch_size=args.batch_size, device=args.device, precision=prec,
                           suffix=args.suffix, save_comparison=args.save_comparison, detector=args.detector,
                           align=args.align, tiled=t.whole_images)
     try:

@@ -70,3 +70,32 @@ def test_a_24_megapixel_photo_with_30_faces_stays_within_the_memory_bound():
     print(out)
     assert out["faces_restored"] == 30, out
     assert out["peak_rss_above_model_gb"] < 1.5, out
+
+
+def test_gpu_check_says_so_and_exits_0_without_a_gpu(root):
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the check would run for real")
+    out = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True,
+                         env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0 and "no CUDA device" in out.stdout
+
+
+def test_gpu_check_counts_flops_and_reports_achieved_rates_on_cpu():
+    """The TFLOP/s arithmetic, run on the CPU with a tiny restorer (the figures themselves are the GPU's)."""
+    from benchmarks import gpu_check
+    from iqpfr.transformer import QualityRestorer, TransformerConfig
+    from iqpfr.vqgan import DualCodebookVQGAN, VQGANConfig
+
+    torch.manual_seed(0)
+    v = VQGANConfig(resolution=16, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), emb_dim=8,
+                    codebook_size=16, disc_nf=8, disc_layers=1, fusion_heads=2)
+    model = QualityRestorer(DualCodebookVQGAN(v), TransformerConfig(8, 8, 16, 1, 2, 16, 32)).eval()
+    lin = torch.nn.Linear(8, 4)
+    assert gpu_check.count_flops(lin, torch.zeros(3, 8)) == 2 * 3 * 8 * 4
+    out = gpu_check.achieved(model, torch.rand(2, 3, 16, 16), peak=100.0)
+    assert set(out) == {"transformer", "generator"}
+    assert all(v["gflops_per_call"] >= 0 and v["tflops"] > 0 and 0 < v["fraction_of_peak"] for v in out.values())
+    assert gpu_check.device_peak("NVIDIA H200") == 989.0 and gpu_check.device_peak("Mystery GPU") is None

@@ -58,6 +58,10 @@ def test_aligned_folder_with_bad_files(ckpts, tmp_path, capsys):
     for name in ("face0", "gray", "deep16"):
         assert (tmp_path / "out" / f"{name}.png").exists() and (tmp_path / "out" / f"{name}_comparison.png").exists()
     assert Image.open(tmp_path / "out" / "face0.png").size == (48, 48)
+    from iqpfr import precision
+
+    assert f"precision {precision.resolve('auto', 'cpu')} (auto)" in out  # the default, said once
+    assert out.count("precision") == 1
 
 
 def test_batch_equals_single(model):

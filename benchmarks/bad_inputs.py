@@ -4,8 +4,9 @@ print what each said per file, as the markdown table of the README's reliability
     python benchmarks/bad_inputs.py [--checkpoint S2 --stage1 S1]
 
 Without checkpoints a tiny restorer is trained for one step (input handling does not depend on
-the weights). Entry points: the folder data source (`data.ingest_folder`), `iqpfr restore
---aligned` and `iqpfr restore` (whole photo). The scorer reads only what ingestion accepted.
+the weights). Entry points: the folder data source (`data.ingest_folder`), `iqpfr score` (a
+folder of any size scored directly; a random-weight prior), `iqpfr restore --aligned` and
+`iqpfr restore` (whole photo).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from iqpfr import badinputs, cli, data
@@ -42,6 +44,24 @@ def tiny_checkpoints(d: Path) -> tuple[Path, Path]:
     return d / "s2.pt", d / "s1.pt"
 
 
+def scorer_outcomes(corpus: Path, work: Path) -> dict[str, str]:
+    """What `iqpfr score` said per file (a random-weight prior: input handling does not depend on it)."""
+    from iqpfr import iqanet
+
+    torch.manual_seed(0)
+    prior = work / "prior.pt"
+    iqanet.save(prior, iqanet.IqaNet(iqanet.IqaNetConfig(width=8, mode="regression")), {"resolution": 32})
+    out = work / "scores.csv"
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(["score", str(corpus), "-o", str(out), "--prior", str(prior), "--workers", "0"])
+    said = {data.display_name(Path(f).name): "scored" for f in pd.read_csv(out)["file"]} if out.exists() else {}
+    rejected = out.with_name("scores.rejected.csv")
+    if rejected.exists():
+        said.update({data.display_name(Path(f).name): f"rejected: {r}" for f, r in pd.read_csv(rejected)[["file", "reason"]].itertuples(index=False)})
+    said["(exit code)"] = str(code)
+    return said
+
+
 def outcomes(corpus: Path, work: Path, s2: Path, s1: Path) -> dict[str, dict[str, str]]:
     """{entry point: {file name: what it said}} and the exit codes of the restore runs."""
     res: dict[str, dict[str, str]] = {}
@@ -51,6 +71,7 @@ def outcomes(corpus: Path, work: Path, s2: Path, s1: Path) -> dict[str, dict[str
     res["folder source"] = {**{Path(s).name: f"ingested ({c})" if c else "ingested" for s, c in zip(df["source"], df["conversions"])},
                             **{Path(f).name: f"rejected: {r}" for f, r in zip(rej["file"], rej["reason"])}}
     prefix = data.display_name(corpus) + "/"
+    res["iqpfr score"] = scorer_outcomes(corpus, work)
     for name, extra in (("restore --aligned", ["--aligned"]), ("restore (whole photo)", [])):
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):

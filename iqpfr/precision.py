@@ -30,9 +30,10 @@ def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
-def resolve(precision: str, device: torch.device | str, flags: set[str] | None = None) -> str:
-    """"auto" -> "bf16" where bf16 is fast (a CUDA device with bf16, or a CPU with the amx_bf16
-    flag), else "fp32". "fp32" and "bf16" are returned as asked."""
+def resolve(precision: str, device: torch.device | str, flags: set[str] | None = None,
+            bf16_flags: tuple[str, ...] = CPU_BF16_FLAGS) -> str:
+    """"auto" -> "bf16" where bf16 is fast (a CUDA device with bf16, or a CPU with one of
+    `bf16_flags`: for training, amx_bf16), else "fp32". "fp32" and "bf16" are returned as asked."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision != "auto":
@@ -42,7 +43,7 @@ def resolve(precision: str, device: torch.device | str, flags: set[str] | None =
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if device.type == "cpu":
         flags = cpu_flags() if flags is None else flags
-        return "bf16" if any(f in flags for f in CPU_BF16_FLAGS) else "fp32"
+        return "bf16" if any(f in flags for f in bf16_flags) else "fp32"
     return "fp32"
 
 

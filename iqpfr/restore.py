@@ -182,6 +182,11 @@ def restore_faces(model, faces: list[np.ndarray], opts: RestoreOptions, device: 
 
 # dlib HOG detections scoring below this are dropped (on skimage's astronaut the face scores 1.16,
 # a false detection on the suit's flag 0.12; the project's synthetic faces 0.3-1.0).
+# `--precision auto` for inference: bf16 autocast also on CPUs with AVX512-bf16 (no AMX needed).
+# Training keeps fp32 there (iqpfr/precision.py: a training step is slower in bf16 on such a CPU);
+# inference is faster and within the tolerance (>= 40 dB PSNR to fp32, <= 1% of codes changed on
+# the trained default model): `python -m benchmarks --only default_restore paper_restore`.
+INFERENCE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 DLIB_MIN_SCORE = 0.3
 DLIB_UPSAMPLE_MAX_PIXELS = 4_000_000
 

@@ -60,7 +60,8 @@ def test_aligned_folder_with_bad_files(ckpts, tmp_path, capsys):
     assert Image.open(tmp_path / "out" / "face0.png").size == (48, 48)
     from iqpfr import precision
 
-    assert f"precision {precision.resolve('auto', 'cpu')} (auto)" in out  # the default, said once
+    expected = precision.resolve("auto", "cpu", bf16_flags=restore.INFERENCE_BF16_FLAGS)
+    assert f"precision {expected} (auto)" in out  # the default, said once
     assert out.count("precision") == 1
 
 

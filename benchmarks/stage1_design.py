@@ -11,6 +11,7 @@ reports/metrics/stage1_design.csv (a design's rows replace its earlier ones), wh
 
     python benchmarks/stage1_design.py --steps 300   # all designs (about 13 min on 2 idle cores)
     python benchmarks/stage1_design.py --steps 100 --designs f4_512_encoder
+    python benchmarks/stage1_design.py --steps 1600 --designs f4_512_encoder_init_restart --out reports/metrics/stage1_long.csv
 """
 from __future__ import annotations
 
@@ -92,18 +93,21 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--designs", nargs="*", default=list(DESIGNS), help="names from DESIGNS (a prefix is enough)")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
+    ap.add_argument("--out", default=str(OUT), help="CSV to write (default: the one notebook 02 plots, a "
+                    "dependency of the train_codebook stage; use another file for longer curves)")
     args = ap.parse_args()
+    out = Path(args.out)
     torch.set_num_threads(2)
     names = [n for want in args.designs for n in DESIGNS if n.startswith(want)]
     params = load_params(args.params)  # read once: every design runs on the same settings
-    OUT.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:  # each design's rows replace that design's earlier rows, the others are kept
         rows = pd.DataFrame(run(name, args.steps, args.every, params))
-        old = pd.read_csv(OUT) if OUT.exists() else pd.DataFrame(columns=rows.columns)
+        old = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=rows.columns)
         merged = pd.concat([old[old["design"] != name], rows], ignore_index=True)
         merged["order"] = merged["design"].map({n: i for i, n in enumerate(DESIGNS)})
-        merged.sort_values(["order", "step"]).drop(columns="order").to_csv(OUT, index=False)
-        print(f"wrote {OUT} ({name})")
+        merged.sort_values(["order", "step"]).drop(columns="order").to_csv(out, index=False)
+        print(f"wrote {out} ({name})")
 
 
 if __name__ == "__main__":

@@ -186,17 +186,15 @@ def _score_conditioned(rows: list[ev.Entry], models: dict) -> dict:
 
 @torch.no_grad()
 def _seed_claims(rows: list[ev.Entry], set_name: str, images: dict, judges: ev.Judges, evaluation: EvaluationConfig,
-                 seed: int, progress=print) -> pd.DataFrame:
+                 seed: int, references: dict[str, pd.DataFrame], progress=print) -> pd.DataFrame:
     """The claims on one set with the models of training seed `seed` (per-image tables written to
-    reports/eval/<set>_seed<seed>/)."""
+    reports/eval/<set>_seed<seed>/). The reference rows (lq, gt) do not depend on the seed: their
+    tables from the main evaluation are reused."""
     models = _load_models(rows)
-    outputs = {"lq": images["lq"]}
-    for e in rows[1:]:
-        outputs[e.name] = ev.restore_all(models[e.checkpoint], images["lq"], e, evaluation.score, evaluation.batch_size)
-    if "gt" in images:
-        outputs["gt"] = images["gt"]
+    outputs = {e.name: ev.restore_all(models[e.checkpoint], images["lq"], e, evaluation.score, evaluation.batch_size)
+               for e in rows if e.checkpoint is not None}
     _, tables = ev.evaluate_set(f"{set_name}_seed{seed}", images, outputs, judges, progress=progress)
-    return claims_table(tables, judges.directions())
+    return claims_table({**references, **tables}, judges.directions())
 
 
 @torch.no_grad()
@@ -238,8 +236,9 @@ def run(data_cfg: DataConfig, scoring: ScoringConfig, evaluation: EvaluationConf
     main_seed = load_restorer(STAGE2)[1]["train_config"]["seed"]
     per_seed = {main_seed: claims_table(result["tables"][sets[0]], judges.directions())}
     for seed in (seeds.extra if seeds is not None else []):
+        refs = {r: t for r, t in result["tables"][sets[0]].items() if r in ("lq", "gt")}
         per_seed[seed] = _seed_claims(seed_entries(rows, seed, seeds.rows), sets[0], first_images, judges,
-                                      evaluation, seed, progress)
+                                      evaluation, seed, refs, progress)
     result["claims_per_seed"] = per_seed
     result["claims"] = merge_seed_claims(per_seed)
     agree = prior_agreement(result["tables"][sets[0]])

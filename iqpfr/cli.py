@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     rs.add_argument("--batch-size", type=int, default=8)
     rs.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     rs.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                    help="auto (default): bf16 on a CUDA GPU with bf16 or a CPU with AMX or AVX512-bf16, fp32 "
-                         "elsewhere (from the hardware's flags, never from a timing; see iqpfr/restore.py)")
+                    help="auto (default): bf16 on a CUDA GPU with bf16 or a CPU with AMX, fp32 elsewhere "
+                         "(from the hardware's flags, never from a timing; see iqpfr/restore.py)")
     rs.add_argument("--suffix", default="", help="added to output file names")
     rs.add_argument("--save-comparison", action="store_true", help="also write input | output side by side")
     sc = sub.add_parser("score", help="NR-IQA scores of every image in a folder (streamed, cached, resumable; torchrun-aware)")
@@ -209,7 +209,8 @@ def _restore(args) -> int:
             stream.reconfigure(errors="backslashreplace")
     from pathlib import Path
 
-    from .restore import INFERENCE_BF16_FLAGS, RestoreOptions, list_inputs, load_model, resolve_device, run
+    from .restore import (INFERENCE_BF16_FLAGS, INFERENCE_MEMORY_FORMAT, RestoreOptions, list_inputs, load_model,
+                          resolve_device, run)
 
     if not 0.0 <= args.score <= 1.0:
         print(f"--score must be in [0, 1], got {args.score}", file=sys.stderr)
@@ -219,7 +220,7 @@ def _restore(args) -> int:
         args.checkpoint, args.stage1 = t.stage2, args.stage1 or t.stage1
     try:
         device = resolve_device(args.device)
-        model = load_model(args.checkpoint, args.stage1).to(device)
+        model = load_model(args.checkpoint, args.stage1).to(device, memory_format=INFERENCE_MEMORY_FORMAT)
         inputs = list_inputs(args.input)
     except (FileNotFoundError, ValueError) as err:
         print(f"iqpfr restore: {err}", file=sys.stderr)

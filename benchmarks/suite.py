@@ -129,9 +129,13 @@ def restore_case(model, x: torch.Tensor, batch: int, repeats: int, use_compile: 
             with _variant_context(name):
                 row["changed_codes"] = round(float((_codes(m, xx) != ref_codes).float().mean()), 4)
             _prepare(m, "fp32")
+        else:  # the compiled graph runs restore() whole: its codes are not observable, only its output
+            row["changed_codes"] = None
         if trained:
-            row["within_tolerance"] = bool(row["psnr_vs_fp32_db"] >= TOLERANCE["psnr_db"]
-                                           and row.get("changed_codes", 0.0) <= TOLERANCE["changed_codes"])
+            codes_ok = row["changed_codes"] is None or row["changed_codes"] <= TOLERANCE["changed_codes"]
+            row["within_tolerance"] = bool(row["psnr_vs_fp32_db"] >= TOLERANCE["psnr_db"] and codes_ok)
+            if row["changed_codes"] is None:
+                row["tolerance_checked_on"] = "output PSNR only"
         rows[name] = row
     for name, info in extra.items():
         rows.setdefault(name, info)
@@ -425,12 +429,13 @@ def main(argv: list[str] | None = None) -> dict:
         res = CASES[name](args)
         results.update(res if name == "steps" else {name: res})
         print(f"[{name}: {time.perf_counter() - t:.0f} s]", json.dumps(res, indent=1), flush=True)
-    results.update(paper_speedup(results))
     out = Path(args.out)
-    old = json.loads(out.read_text()) if out.exists() and args.only else {}
+    old = json.loads(out.read_text()) if out.exists() and args.only else {}  # --only: the other cases stay
+    merged = {**old, **results}
+    merged.update(paper_speedup(merged))
     from iqpfr import atomic
 
-    atomic.write_text(out, json.dumps({**old, **results}, indent=2, sort_keys=True) + "\n")
+    atomic.write_text(out, json.dumps(merged, indent=2, sort_keys=True) + "\n")
     print(f"wrote {out}")
     return results
 

@@ -41,6 +41,7 @@ def test_restore_variants_report_speed_and_differences():
     assert rows["fp32"]["within_tolerance"]
     assert rows["fp32+channels_last"]["max_abs_diff"] < 1e-4
     assert all(r["faces_per_s"] > 0 and 0 <= r["changed_codes"] <= 1 for r in rows.values())
+    assert rows["bf16"]["within_tolerance"] == (rows["bf16"]["psnr_vs_fp32_db"] >= 40 and rows["bf16"]["changed_codes"] <= 0.01)
 
 
 def test_paper_speedup_counts_only_variants_within_tolerance():

@@ -16,6 +16,8 @@ same sections; a test checks it) and calls the matching function of `iqpfr.pipel
     iqpfr restore INPUT -o OUT # restore faces (see `iqpfr restore -h`)
     iqpfr score FOLDER -o CSV  # NR-IQA scores of a folder of any size (torchrun-aware, resumable)
     iqpfr export -o FILE       # the trained restorer and its stage I in one file
+    iqpfr import-weights FILE -o BUNDLE  # a released CodeFormer/IQPFR checkpoint as an iqpfr bundle
+    iqpfr evaluate --checkpoint BUNDLE --set DIR  # one restorer on a test set, notebook 04's metrics
     iqpfr check-params [FILE]  # validate a params file (e.g. profiles/paper.yaml)
 """
 from __future__ import annotations
@@ -93,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                          "e.g. models/stage1/vqgan.pt)")
     rs.add_argument("--score", type=float, default=0.95, help="requested quality S in [0,1] (default 0.95)")
     rs.add_argument("--hq-weight", type=float, default=None, help="lambda for the HQ+ codes (default: as trained)")
+    rs.add_argument("--fidelity", type=float, default=0.0,
+                    help="CodeFormer's fidelity weight w in [0, 1] (imported checkpoints with fusion blocks only; "
+                         "default 0, as the IQPFR authors run their model)")
     rs.add_argument("--aligned", action="store_true", help="inputs are aligned faces (else: whole photographs)")
     rs.add_argument("--detector", default="dlib", choices=["dlib", "haar"],
                     help="whole-photo face detector: dlib HOG (default) or OpenCV Haar (upright faces only)")
@@ -123,6 +128,24 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("-o", "--output", required=True, help="bundle file to write (e.g. iqpfr_default.pt)")
     ex.add_argument("--checkpoint", default="models/stage2/restorer.pt", help="stage-II checkpoint")
     ex.add_argument("--stage1", default="models/stage1/vqgan.pt", help="the stage-I checkpoint it was trained on")
+    im = sub.add_parser("import-weights", help="map a released checkpoint (the IQPFR authors', CodeFormer's, "
+                                                 "vqgan_code1024) onto iqpfr and write a bundle / stage-I checkpoint")
+    im.add_argument("file", help="the released .pth file (read as data: tensors only)")
+    im.add_argument("-o", "--output", required=True, help="file to write (a bundle for iqpir/codeformer, "
+                                                          "a stage-I checkpoint for vqgan)")
+    im.add_argument("--format", choices=("iqpir", "codeformer", "vqgan"), default=None,
+                    help="the source's architecture (default: detected from its keys)")
+    im.add_argument("--hq-weight", type=float, default=None,
+                    help="iqpir: the HQ+ codebook's weight in the fused code (the authors' aesthetic_weight; default 0.5)")
+    ev = sub.add_parser("evaluate", help="evaluate one restorer bundle (e.g. imported weights) on a test set")
+    ev.add_argument("--checkpoint", required=True, help="a bundle (iqpfr export / iqpfr import-weights)")
+    ev.add_argument("--set", default="data/testset/pairs", help="a test-set folder with a manifest (default: the pairs)")
+    ev.add_argument("-o", "--output", default="reports/eval/checkpoint", help="folder for per-image CSVs and summaries")
+    ev.add_argument("--score", type=float, default=None, help="S at test time (default: evaluation.score)")
+    ev.add_argument("--fidelity", type=float, default=0.0, help="CodeFormer's w (fusion blocks only)")
+    ev.add_argument("--count", type=int, default=None, help="only the first N images of the set")
+    ev.add_argument("--name", default="model", help="the model's row name in the tables")
+    ev.add_argument("--params", default="params.yaml", help="where the evaluation settings come from")
     ck = sub.add_parser("check-params", help="validate a params file")
     ck.add_argument("file", nargs="?", default="params.yaml")
     args = ap.parse_args(argv)
@@ -130,6 +153,31 @@ def main(argv: list[str] | None = None) -> int:
         return _restore(args)
     if args.command == "score":
         return _score(args)
+    if args.command == "import-weights":
+        from .importweights import AUTHORS_HQ_WEIGHT, import_weights
+
+        try:
+            hq = AUTHORS_HQ_WEIGHT if args.hq_weight is None else args.hq_weight
+            prov = import_weights(args.file, args.output, args.format, hq)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"iqpfr import-weights: {err}", file=sys.stderr)
+            return 2
+        print(f"{args.file}: format {prov['source_format']} ({prov['source_weights']}), {len(prov['mapping'])} tensors "
+              f"mapped, {len(prov['filled'])} filled; wrote {args.output}")
+        for key, why in prov["filled"].items():
+            print(f"  filled {key}: {why}")
+        return 0
+    if args.command == "evaluate":
+        from .evalcheckpoint import evaluate_checkpoint
+
+        try:
+            result = evaluate_checkpoint(args.checkpoint, args.set, args.output, args.params, args.score, args.fidelity,
+                                         args.count, args.name)
+        except (FileNotFoundError, ValueError, ConfigError) as err:
+            print(f"iqpfr evaluate: {err}", file=sys.stderr)
+            return 2
+        print(json.dumps(result["summaries"], indent=2, default=float))
+        return 0
     if args.command == "export":
         from .restore import export_bundle
 
@@ -215,6 +263,9 @@ def _restore(args) -> int:
     if not 0.0 <= args.score <= 1.0:
         print(f"--score must be in [0, 1], got {args.score}", file=sys.stderr)
         return 2
+    if not 0.0 <= args.fidelity <= 1.0:
+        print(f"--fidelity must be in [0, 1], got {args.fidelity}", file=sys.stderr)
+        return 2
     t = task.get(args.task)
     if args.checkpoint is None:  # the task's own trained model
         args.checkpoint, args.stage1 = t.stage2, args.stage1 or t.stage1
@@ -222,13 +273,16 @@ def _restore(args) -> int:
         device = resolve_device(args.device)
         model = load_model(args.checkpoint, args.stage1).to(device, memory_format=INFERENCE_MEMORY_FORMAT)
         inputs = list_inputs(args.input)
+        if args.fidelity > 0 and model.fidelity is None:
+            raise ValueError(f"{args.checkpoint} has no fidelity (fusion) blocks: --fidelity needs an imported "
+                             "CodeFormer-family checkpoint")
     except (FileNotFoundError, ValueError) as err:
         print(f"iqpfr restore: {err}", file=sys.stderr)
         return 2
     prec = (precision.resolve("auto", device, bf16_flags=INFERENCE_BF16_FLAGS) if args.precision == "auto"
             else args.precision)
     print(f"device {device}, precision {prec}" + (" (auto)" if args.precision == "auto" else ""))
-    opts = RestoreOptions(score=args.score, hq_weight=args.hq_weight, aligned=args.aligned, upscale=args.upscale,
+    opts = RestoreOptions(score=args.score, hq_weight=args.hq_weight, fidelity=args.fidelity, aligned=args.aligned, upscale=args.upscale,
                           batch_size=args.batch_size, device=args.device, precision=prec,
                           suffix=args.suffix, save_comparison=args.save_comparison, detector=args.detector,
                           align=args.align, tiled=t.whole_images)

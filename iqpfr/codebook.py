@@ -32,7 +32,7 @@ def stage1_settings(stage1: Stage1Config, device: torch.device | str = "cpu") ->
     """The loop's settings from params.yaml's `stage1` section, with the precision resolved for `device`."""
     return Stage1Settings(steps=stage1.steps, batch_size=stage1.batch_size, lr=stage1.lr, betas=tuple(stage1.betas),
                           lr_min_ratio=stage1.lr_min_ratio, codebook_lr_mult=stage1.codebook_lr_mult,
-                          codebook_init=stage1.codebook_init, restart_every=stage1.restart_every,
+                          codebook_init=stage1.codebook_init, init_from=stage1.init_from, restart_every=stage1.restart_every,
                           precision=precision.resolve(stage1.precision, device), ema_decay=stage1.ema_decay,
                           perceptual_weight=stage1.perceptual_weight, gan_start=stage1.gan_start,
                           gan_weight=stage1.gan_weight, hflip=stage1.hflip, seed=stage1.seed,

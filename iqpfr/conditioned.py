@@ -52,7 +52,7 @@ from .transformer import QualityRestorer, TransformerConfig, code_losses, score_
 STAGE2 = FACE.stage2  # the face task's files; other tasks pass their Task
 VARIANTS = FACE.variants  # models/variants/<name>/restorer.pt
 SEEDS = Path("models/seeds")  # models/seeds/<row>/<seed>/restorer.pt
-STAGE2_FORMAT = "iqpfr.stage2/2"  # /2: carries a stage-I encoder of format iqpfr.stage1/2
+STAGE2_FORMAT = "iqpfr.stage2/3"  # /2: stage-I encoder of iqpfr.stage1/2; /3: bias-free code heads, on iqpfr.stage1/3
 
 
 def code_hash() -> str:

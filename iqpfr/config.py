@@ -195,6 +195,7 @@ class Stage1Config:
     lr_min_ratio: float  # cosine schedule from lr down to lr * lr_min_ratio
     codebook_lr_mult: float  # the codebooks' lr is lr * this
     codebook_init: str  # "encoder" (codes drawn from the first batch's encoder outputs) or "uniform" (+-1/K)
+    init_from: str  # "" (from scratch) or a stage-I checkpoint to start from (e.g. imported vqgan_code1024.pth)
     restart_every: int  # move codes unused for this many steps onto batch encoder outputs (0 = never)
     precision: str  # "auto" (bf16 where the CPU/GPU has native bf16, else fp32), "fp32" or "bf16"
     ema_decay: float  # EMA of the generator's weights

@@ -13,7 +13,7 @@
   are classical: profile faces, strong occlusion and faces under ~40 px are often missed.
 
 A trained restorer is two checkpoints (stage II on its stage I); `export_bundle` writes both
-into one self-describing file (format `iqpfr.restorer/2`) that `load_model` reads on its own.
+into one self-describing file (format `iqpfr.restorer/4`) that `load_model` reads on its own.
 
 Inputs are never overwritten; unreadable or unusable files are skipped with a reason, and the
 summary says what happened to every input.
@@ -42,7 +42,7 @@ BOX_CENTRE = (0.5, 0.56)
 BOX_WIDTH = 0.56
 
 
-BUNDLE_FORMAT = "iqpfr.restorer/3"  # /2: CodeFormer-aligned VQGAN layers (iqpfr.stage1/2); /3: tensor_sha256
+BUNDLE_FORMAT = "iqpfr.restorer/4"  # /2: CodeFormer-aligned VQGAN layers; /3: tensor_sha256; /4: CodeFormer-aligned ends and heads, fusion blocks
 
 
 def export_bundle(stage2_path: str | Path, stage1_path: str | Path, out: str | Path) -> dict:
@@ -53,14 +53,22 @@ def export_bundle(stage2_path: str | Path, stage1_path: str | Path, out: str | P
 
     model, info = load_restorer(stage2_path, stage1_path)
     bundle = {"format": BUNDLE_FORMAT, "config": asdict(model.cfg), "stage1_config": asdict(model.stage1.cfg),
-              "stage1": model.stage1.state_dict(), "restorer": {"encoder": model.encoder.state_dict(),
-                                                                 "transformer": model.transformer.state_dict()},
+              "stage1": model.stage1.state_dict(), "restorer": restorer_state(model),
               "provenance": {"stage2": str(stage2_path), "stage2_sha256": sha256_file(stage2_path),
                              "stage1": str(stage1_path), "stage1_sha256": sha256_file(stage1_path),
                              "stage2_step": info["step"], "train_config": info["train_config"]}}
     bundle["tensor_sha256"] = safeload.tensor_digest(bundle)  # a re-saved, edited bundle no longer matches
     atomic.save_torch(bundle, out)
     return bundle["provenance"]
+
+
+def restorer_state(model) -> dict:
+    """The bundle's `restorer` entry: the state dicts of the stage-II encoder, the Transformer and,
+    where the model has them, the fidelity fusion blocks."""
+    state = {"encoder": model.encoder.state_dict(), "transformer": model.transformer.state_dict()}
+    if model.fidelity is not None:
+        state["fidelity"] = model.fidelity.state_dict()
+    return state
 
 
 def load_model(checkpoint: str | Path, stage1: str | Path | None = None):
@@ -90,7 +98,9 @@ def load_model(checkpoint: str | Path, stage1: str | Path | None = None):
         model = QualityRestorer(s1, TransformerConfig(**b["config"]))
         model.encoder.load_state_dict(b["restorer"]["encoder"], strict=True)
         model.transformer.load_state_dict(b["restorer"]["transformer"], strict=True)
-    except (KeyError, TypeError, RuntimeError) as err:  # a damaged or hand-edited bundle
+        if model.fidelity is not None or "fidelity" in b["restorer"]:
+            model.fidelity.load_state_dict(b["restorer"]["fidelity"], strict=True)
+    except (KeyError, TypeError, RuntimeError, AttributeError) as err:  # a damaged or hand-edited bundle
         raise ValueError(f"{checkpoint}: the bundle's weights do not match its config ({type(err).__name__}: "
                          f"{str(err).splitlines()[0]})") from None
     return model.eval().requires_grad_(False)
@@ -100,6 +110,7 @@ def load_model(checkpoint: str | Path, stage1: str | Path | None = None):
 class RestoreOptions:
     score: float = 0.95
     hq_weight: float | None = None  # None: the lambda stage I was trained with
+    fidelity: float = 0.0  # CodeFormer's w: only models with fusion blocks (imported) accept w > 0
     aligned: bool = True
     upscale: int = 1
     batch_size: int = 8
@@ -175,7 +186,7 @@ def restore_faces(model, faces: list[np.ndarray], opts: RestoreOptions, device: 
                                                      else cv2.INTER_CUBIC)).permute(2, 0, 1) for f in chunk])
         x = x.clamp(0, 1).to(device, memory_format=INFERENCE_MEMORY_FORMAT)
         with precision_context(device, opts.precision):
-            y = model.restore(x, opts.score, opts.hq_weight).float().cpu()
+            y = model.restore(x, opts.score, opts.hq_weight, fidelity=opts.fidelity).float().cpu()
         for f, img in zip(chunk, y):
             h, w = f.shape[0] * opts.upscale, f.shape[1] * opts.upscale
             out.append(np.clip(cv2.resize(img.permute(1, 2, 0).numpy(), (w, h), interpolation=cv2.INTER_CUBIC), 0, 1))

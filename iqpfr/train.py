@@ -38,7 +38,7 @@ from . import atomic, losses, precision, safeload
 from .quantize import code_usage
 from .vqgan import DualCodebookVQGAN, PatchDiscriminator, VQGANConfig
 
-STAGE1_FORMAT = "iqpfr.stage1/2"  # /2: CodeFormer-aligned downsampling padding and attention layout
+STAGE1_FORMAT = "iqpfr.stage1/3"  # /2: CodeFormer-aligned downsampling padding and attention layout; /3: no activation before conv_out
 CODE_FILES = ("vqgan.py", "quantize.py", "losses.py", "train.py")
 
 
@@ -150,7 +150,7 @@ def load_stage1_model(path: str | Path, expect: VQGANConfig | None = None, ema: 
     if expect is not None and cfg != expect:
         diff = {k: (v, getattr(expect, k)) for k, v in asdict(cfg).items() if v != getattr(expect, k)}
         raise ValueError(f"{path} was trained with a different config (checkpoint, expected): {diff}")
-    if ckpt["step"] <= 0:
+    if ckpt["step"] <= 0 and not ckpt.get("imported"):  # imported weights were trained elsewhere
         raise ValueError(f"{path} holds an untrained model (step 0): train stage I first")
     model = DualCodebookVQGAN(cfg)
     model.load_state_dict(ckpt["model"], strict=True)
@@ -232,6 +232,7 @@ class Stage1Settings:
     lr_min_ratio: float = 0.1
     codebook_lr_mult: float = 1.0
     codebook_init: str = "encoder"  # "encoder": codes drawn from the first batch's encoder outputs; "uniform": +-1/K
+    init_from: str = ""  # a stage-I checkpoint whose weights step 0 starts from (then no codebook_init)
     restart_every: int = 0  # dead-code restart period in steps (0 = never)
     precision: str = "fp32"  # resolved: "fp32" or "bf16" (autocast)
     ema_decay: float = 0.995
@@ -338,6 +339,19 @@ class Stage1Trainer(TrainingLoop):
         self.model.quant_h.init_from(z[gate > 0] if gate.any() else z, g)
 
     @torch.no_grad()
+    def init_weights(self, path: str | Path) -> None:
+        """Before step 0: encoder, codebooks and generator (its EMA too) from a trained stage-I
+        checkpoint of the same config, e.g. one written by `iqpfr import-weights --format vqgan`.
+        The discriminator and the optimiser start fresh."""
+        model, _ = load_stage1_model(path, ema=False)
+        ours, theirs = asdict(self.cfg), asdict(model.cfg)
+        diff = {k: (theirs[k], v) for k, v in ours.items() if k not in ("hq_weight", "beta") and theirs[k] != v}
+        if diff:
+            raise ValueError(f"stage1.init_from {path} has another architecture (its value, ours): {diff}")
+        self.model.load_state_dict(model.state_dict(), strict=True)
+        self.ema.module.load_state_dict(self.model.generator.state_dict(), strict=True)
+
+    @torch.no_grad()
     def restart_codes(self) -> dict[str, int]:
         """Move the codes no sample chose since the last restart onto encoder outputs of the
         current global batch; zero their Adam moments. Returns how many codes of each book moved."""
@@ -373,7 +387,9 @@ class Stage1Trainer(TrainingLoop):
     def train_step(self) -> dict:
         t0 = time.perf_counter()
         x, gate = self.batch(self.step)
-        if self.step == 0 and self.s.codebook_init == "encoder":
+        if self.step == 0 and self.s.init_from:
+            self.init_weights(self.s.init_from)
+        elif self.step == 0 and self.s.codebook_init == "encoder":
             self.init_codebooks()
         self.model.train()
         amp = precision.autocast(self.s.precision, self.d.device)

@@ -40,8 +40,10 @@ class TransformerConfig:
     conditioning: str = "add"  # "add" | "adaln" | "none"
     dropout: float = 0.0
     codebooks: str = "dual"  # "dual" (C and HQ+ H, the method) | "common" (C only: the single-codebook baseline)
+    fidelity_resolutions: tuple[int, ...] = ()  # CodeFormer's fusion blocks (imported weights only): e.g. (32, 64, 128, 256)
 
     def __post_init__(self):
+        object.__setattr__(self, "fidelity_resolutions", tuple(self.fidelity_resolutions))
         if self.conditioning not in ("add", "adaln", "none"):
             raise ValueError(f"conditioning must be add, adaln or none, got {self.conditioning!r}")
         if self.codebooks not in ("dual", "common"):
@@ -114,12 +116,13 @@ class CodeTransformer(nn.Module):
         nn.init.normal_(self.pos, std=0.02)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.norm_out = nn.LayerNorm(d)
-        self.head_c = nn.Linear(d, cfg.codebook_size)
-        self.head_h = nn.Linear(d, cfg.codebook_size)
+        self.head_c = nn.Linear(d, cfg.codebook_size, bias=False)  # bias-free, as CodeFormer's idx_pred_layer
+        self.head_h = nn.Linear(d, cfg.codebook_size, bias=False)
         for name, mod in self.named_modules():  # small init (nanoGPT): logits start near uniform, CE ~ ln K
             if isinstance(mod, nn.Linear) and not name.startswith("modulation"):
                 nn.init.normal_(mod.weight, std=0.02)
-                nn.init.zeros_(mod.bias)
+                if mod.bias is not None:
+                    nn.init.zeros_(mod.bias)
 
     def condition(self, z: torch.Tensor, bins: torch.Tensor | None) -> torch.Tensor:
         """eq. 12 for "add": z + Emb[bin] (B, D, r, r); the latent unchanged otherwise."""
@@ -156,9 +159,12 @@ def code_losses(logits_c: torch.Tensor, logits_h: torch.Tensor, idx_c: torch.Ten
 
 
 def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Match the per-channel mean and std of `content` (B, D, r, r) to those of `style` (SPEC 1.6)."""
-    cm, cs = content.mean((2, 3), keepdim=True), content.std((2, 3), keepdim=True) + eps
-    sm, ss = style.mean((2, 3), keepdim=True), style.std((2, 3), keepdim=True) + eps
+    """Match the per-channel mean and std of `content` (B, D, r, r) to those of `style` (SPEC 1.6).
+    std = sqrt(unbiased variance over the r*r positions + eps), as CodeFormer computes it."""
+    def mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.mean((2, 3), keepdim=True), (x.var((2, 3), keepdim=True) + eps).sqrt()  # (B, D, 1, 1) each
+
+    (cm, cs), (sm, ss) = mean_std(content), mean_std(style)
     return (content - cm) / cs * ss + sm
 
 
@@ -178,6 +184,16 @@ class QualityRestorer(nn.Module):
         self.transformer = CodeTransformer(cfg)
         self.stage1 = stage1.eval().requires_grad_(False)  # C, H and G stay frozen
         self.hq_weight = stage1.cfg.hq_weight if cfg.codebooks == "dual" else 0.0
+        self.fidelity = None  # CodeFormer's fusion blocks (iqpfr.fidelity), present only in imported models
+        if cfg.fidelity_resolutions:
+            from .fidelity import FidelityFusion
+
+            taps = self.encoder.taps
+            missing = [r for r in cfg.fidelity_resolutions if r not in taps or r not in stage1.generator.taps]
+            if missing:
+                raise ValueError(f"fidelity_resolutions {missing} are not resolutions of this encoder/generator")
+            channels = {r: self.encoder.blocks[taps[r]].conv2.out_channels for r in cfg.fidelity_resolutions}
+            self.fidelity = FidelityFusion(channels).requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -201,22 +217,34 @@ class QualityRestorer(nn.Module):
             return zc
         return zc + lam * self.stage1.quant_h.lookup(idx_h.view(-1, r, r))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Frozen generator: z (B, D, r, r) -> image (B, 3, R, R) in [0,1]."""
-        return ((self.stage1.decode(z) + 1) / 2).clamp(0, 1)
+    def decode(self, z: torch.Tensor, fuse=None) -> torch.Tensor:
+        """Frozen generator: z (B, D, r, r) -> image (B, 3, R, R) in [0,1] (`fuse`: see Generator)."""
+        return ((self.stage1.generator(z, fuse) + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
     def restore(self, x01: torch.Tensor, score: float = 0.95, hq_weight: float | None = None,
-                use_adain: bool = True, continuous: bool = False) -> torch.Tensor:
+                use_adain: bool = True, continuous: bool = False, fidelity: float = 0.0) -> torch.Tensor:
         """Inference (SPEC 1.6): LQ (B, 3, R, R) in [0,1] at quality S -> restored (B, 3, R, R) in [0,1].
+        `fidelity` is CodeFormer's w (0: off; needs a model with fusion blocks).
         `continuous=True` decodes the unquantised latent G(z_l) instead (what the "continuous"
         counter-example optimised; not the method)."""
+        if not 0.0 <= fidelity <= 1.0:
+            raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
+        if fidelity > 0 and self.fidelity is None:
+            raise ValueError("this model has no fidelity (fusion) blocks: only imported CodeFormer-family "
+                             "checkpoints do; use fidelity 0")
         bins = score_to_bin(torch.full((x01.shape[0],), float(score), device=x01.device))
-        z_l = self.latent(x01, bins)
+        fuse = None
+        if fidelity > 0:
+            z, feats = self.encoder.forward_with_features(x01 * 2 - 1, self.fidelity.resolutions)
+            z_l = self.transformer.condition(z, bins)
+            fuse = self.fidelity.hook(feats, fidelity)
+        else:
+            z_l = self.latent(x01, bins)
         if continuous:
             return self.decode(z_l)
         lc, lh = self.transformer(z_l, bins)
         z_hat = self.codes(lc.argmax(-1), lh.argmax(-1), hq_weight)
         if use_adain:
             z_hat = adain(z_hat, z_l)
-        return self.decode(z_hat)
+        return self.decode(z_hat, fuse)

@@ -114,16 +114,25 @@ class Downsample(nn.Module):
 
 
 class Encoder(nn.Module):
-    """x (B, 3, R, R) in [-1,1] -> z (B, emb_dim, R/f, R/f)."""
+    """x (B, 3, R, R) in [-1,1] -> z (B, emb_dim, R/f, R/f).
+
+    Laid out as CodeFormer's encoder: conv_in, per level `num_res_blocks` ResBlocks (attention after
+    each at `attn_resolutions`) and a Downsample, then ResBlock-Attn-ResBlock, GroupNorm and conv_out
+    (no activation between the last GroupNorm and conv_out). `taps[res]` is the index in `blocks`
+    whose output is the level's feature for the fidelity fusion: the level's last ResBlock (before
+    its attention), CodeFormer's `fuse_encoder_block` less one (their list counts conv_in).
+    """
 
     def __init__(self, cfg: VQGANConfig):
         super().__init__()
         self.conv_in = nn.Conv2d(3, cfg.nf, 3, 1, 1)
         blocks, ch, res = [], cfg.nf, cfg.resolution
+        self.taps: dict[int, int] = {}
         for i, mult in enumerate(cfg.ch_mult):
             for _ in range(cfg.num_res_blocks):
                 blocks.append(ResBlock(ch, cfg.nf * mult))
                 ch = cfg.nf * mult
+                self.taps[res] = len(blocks) - 1
                 if res in cfg.attn_resolutions:
                     blocks.append(AttnBlock(ch))
             if i < len(cfg.ch_mult) - 1:
@@ -136,7 +145,17 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.blocks(self.conv_in(x))  # (B, nf*ch_mult[-1], R/f, R/f)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(self.norm_out(h))
+
+    def forward_with_features(self, x: torch.Tensor, resolutions: tuple[int, ...]) -> tuple[torch.Tensor, dict]:
+        """Like `forward`, also returning {res: feature (B, C_res, res, res)} at the taps of `resolutions`."""
+        want = {self.taps[r]: r for r in resolutions}
+        feats, h = {}, self.conv_in(x)
+        for i, blk in enumerate(self.blocks):
+            h = blk(h)
+            if i in want:
+                feats[want[i]] = h
+        return self.conv_out(self.norm_out(h)), feats
 
 
 class Upsample(nn.Module):
@@ -149,7 +168,14 @@ class Upsample(nn.Module):
 
 
 class Generator(nn.Module):
-    """z_hat (B, emb_dim, R/f, R/f) -> x (B, 3, R, R), unbounded (trained towards [-1,1])."""
+    """z_hat (B, emb_dim, R/f, R/f) -> x (B, 3, R, R), unbounded (trained towards [-1,1]).
+
+    CodeFormer's generator layout: conv_in, ResBlock-Attn-ResBlock, per level (coarse to fine)
+    ResBlocks (attention at `attn_resolutions`) and an Upsample, then GroupNorm and conv_out (no
+    activation between them). `taps[res]` is where the fidelity fusion acts: the first ResBlock of
+    each level finer than the latent, the last ResBlock of the latent level (before its attention);
+    CodeFormer's `fuse_generator_block` less one.
+    """
 
     def __init__(self, cfg: VQGANConfig):
         super().__init__()
@@ -157,10 +183,13 @@ class Generator(nn.Module):
         res = cfg.latent_size
         self.conv_in = nn.Conv2d(cfg.emb_dim, ch, 3, 1, 1)
         blocks = [ResBlock(ch, ch), AttnBlock(ch), ResBlock(ch, ch)]
+        self.taps: dict[int, int] = {}
         for i in reversed(range(len(cfg.ch_mult))):
-            for _ in range(cfg.num_res_blocks):
+            for j in range(cfg.num_res_blocks):
                 blocks.append(ResBlock(ch, cfg.nf * cfg.ch_mult[i]))
                 ch = cfg.nf * cfg.ch_mult[i]
+                if res == cfg.latent_size or j == 0:
+                    self.taps[res] = len(blocks) - 1
                 if res in cfg.attn_resolutions:
                     blocks.append(AttnBlock(ch))
             if i > 0:
@@ -170,9 +199,18 @@ class Generator(nn.Module):
         self.norm_out = _norm(ch)
         self.conv_out = nn.Conv2d(ch, 3, 3, 1, 1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.blocks(self.conv_in(z))  # (B, nf, R, R)
-        return self.conv_out(F.silu(self.norm_out(h)))
+    def forward(self, z: torch.Tensor, fuse=None) -> torch.Tensor:
+        """`fuse(res, h) -> h`, if given, is applied to the output of the block at `taps[res]`."""
+        if fuse is None:
+            h = self.blocks(self.conv_in(z))  # (B, nf, R, R)
+        else:
+            at = {i: r for r, i in self.taps.items()}
+            h = self.conv_in(z)
+            for i, blk in enumerate(self.blocks):
+                h = blk(h)
+                if i in at:
+                    h = fuse(at[i], h)
+        return self.conv_out(self.norm_out(h))
 
     @property
     def last_layer(self) -> torch.Tensor:

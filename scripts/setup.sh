@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11) and install the project with its pinned dependencies.
 # Re-running is cheap: the install is skipped when pyproject.toml has not changed since the last one.
+#   --browser   also install Chromium (a system package, via apt-get) for the book's screenshot test
+#               (tests/test_book.py, slow); nothing else needs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)

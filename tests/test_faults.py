@@ -21,7 +21,7 @@ import yaml
 
 from iqpfr import safeload
 
-STAGES = {"stage1": ("models/stage1/vqgan.pt", "iqpfr.stage1/2"), "stage2": ("models/stage2/restorer.pt", "iqpfr.stage2/2")}
+STAGES = {"stage1": ("models/stage1/vqgan.pt", "iqpfr.stage1/3"), "stage2": ("models/stage2/restorer.pt", "iqpfr.stage2/3")}
 
 
 def _project(tiny_project: Path, dst: Path, steps: int) -> Path:

@@ -99,10 +99,14 @@ def test_trainer_initialises_codes_from_encoder_and_restarts_dead_ones():
         flat = t.model.encode(x).permute(0, 2, 3, 1).reshape(-1, TINY.emb_dim)
     for q in (t.model.quant_c, t.model.quant_h):  # every code is an encoder output of the first batch
         assert (torch.cdist(q.embedding.weight.detach(), flat, compute_mode="donot_use_mm_for_euclid_dist").min(1).values < 1e-5).all()
-    # codes left at +-1/K: most are nobody's nearest, and the restart must move them
+    # codes nobody chooses (half of each book moved far away) must be restarted
     t = Stage1Trainer(TINY, replace(s, codebook_init="uniform"), _images(), torch.ones(8))
+    half = TINY.codebook_size // 2
+    with torch.no_grad():
+        for q in (t.model.quant_c, t.model.quant_h):
+            q.embedding.weight[:half] += 1e3
     log = t.train(until=5)
-    assert log[1]["restarted_c"] > 0 and log[1]["restarted_h"] > 0
+    assert log[1]["restarted_c"] >= half and log[1]["restarted_h"] >= half
     assert log[-1]["restarted_c"] == 0  # never in the last step
     assert t.usage.sum() > 0
 
@@ -146,3 +150,42 @@ def test_balanced_batches_draw_every_group_equally_and_reproducibly():
     # processes split the global batch as they do for plain batches
     whole = balanced_batch_indices(5, groups, 8, seed=0)
     assert balanced_batch_indices(5, groups, 8, seed=0, rank=1, world=2) == whole[1::2]
+
+
+def test_init_from_starts_every_weight_from_the_checkpoint(tmp_path):
+    s = Stage1Settings(steps=3, batch_size=4, lr=1e-3, gan_start=10**9, log_every=1)
+    a = Stage1Trainer(TINY, s, _images(), torch.ones(8))
+    a.train(until=3)
+    a.save(tmp_path / "a.pt")
+    b = Stage1Trainer(replace(TINY, hq_weight=0.3), replace(s, init_from=str(tmp_path / "a.pt")), _images(), torch.ones(8))
+    b.init_weights(b.s.init_from)
+    for k, v in a.model.state_dict().items():
+        torch.testing.assert_close(b.model.state_dict()[k], v, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="another architecture.*emb_dim"):
+        Stage1Trainer(replace(TINY, emb_dim=8), s, _images(), torch.ones(8)).init_weights(tmp_path / "a.pt")
+
+
+def test_no_activation_between_the_last_groupnorm_and_conv_out():
+    """CodeFormer's encoder and generator end GroupNorm -> conv (no swish in between)."""
+    torch.manual_seed(0)
+    cfg = VQGANConfig(resolution=32, nf=8, ch_mult=(1, 2), attn_resolutions=(16,), emb_dim=16)
+    from iqpfr.vqgan import Generator
+
+    enc, gen = Encoder(cfg), Generator(cfg)
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(enc(x), enc.conv_out(enc.norm_out(enc.blocks(enc.conv_in(x)))))
+    z = torch.randn(1, 16, 16, 16)
+    torch.testing.assert_close(gen(z), gen.conv_out(gen.norm_out(gen.blocks(gen.conv_in(z)))))
+
+
+def test_adain_uses_the_unbiased_variance_plus_eps_under_the_root():
+    from iqpfr.transformer import adain
+
+    torch.manual_seed(0)
+    c, s = torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5) * 3 + 1
+    out = adain(c, s)
+    flat = lambda t: t.flatten(2)  # noqa: E731
+    sd = (flat(s).var(2, unbiased=True) + 1e-5).sqrt()
+    cd = (flat(c).var(2, unbiased=True) + 1e-5).sqrt()
+    ref = (flat(c) - flat(c).mean(2, keepdim=True)) / cd[..., None] * sd[..., None] + flat(s).mean(2, keepdim=True)
+    torch.testing.assert_close(flat(out), ref)

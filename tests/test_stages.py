@@ -148,3 +148,25 @@ def test_variants_and_evaluation_notebook(tiny_project, in_dir):
                              for r in both.itertuples())
     assert -1 <= summary["prior_spearman_on_outputs"] <= 1
     assert comparison.available_sets() == ["pairs"]
+
+
+def test_evaluate_command_matches_the_evaluation_stage(tiny_project, in_dir, tmp_path):
+    """`iqpfr evaluate` on an exported bundle gives the evaluation stage's per-image numbers."""
+    from iqpfr import cli
+
+    in_dir(tiny_project)
+    if not (tiny_project / "reports/eval/pairs/iqpfr.csv").exists():
+        test_variants_and_evaluation_notebook(tiny_project, lambda p: p)
+    bundle = tmp_path / "tiny.pt"
+    assert cli.main(["export", "-o", str(bundle)]) == 0
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate", "--checkpoint", str(bundle), "--set", "data/testset/pairs", "-o", str(out),
+                     "--count", "4", "--name", "exported"]) == 0
+    summary = json.loads((out / "pairs" / "summary.json").read_text())
+    assert set(summary["summaries"]) == {"lq", "exported", "gt"} and summary["model_resolution"] == summary["set_resolution"]
+    ours = pd.read_csv(out / "pairs" / "exported.csv")
+    stage = pd.read_csv(tiny_project / "reports/eval/pairs/iqpfr.csv").head(4)
+    assert list(ours["file"]) == list(stage["file"])
+    for col in ("psnr_gt", "ssim_oracle", "S"):
+        np.testing.assert_allclose(ours[col], stage[col], rtol=1e-4, atol=1e-5)
+    assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2

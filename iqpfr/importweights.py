@@ -85,9 +85,10 @@ def detect_format(keys) -> str:
                      "entries): pass --format iqpir|codeformer|vqgan")
 
 
-def _conv_stack(module: torch.nn.Module) -> list[torch.nn.Module]:
-    """Encoder/Generator modules in CodeFormer's flat `blocks` order."""
-    return [module.conv_in, *module.blocks, module.norm_out, module.conv_out]
+def _conv_stack(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """(our name, module) of an Encoder/Generator in CodeFormer's flat `blocks` order."""
+    blocks = [(f"blocks.{i}", m) for i, m in enumerate(module.blocks)]
+    return [("conv_in", module.conv_in), *blocks, ("norm_out", module.norm_out), ("conv_out", module.conv_out)]
 
 
 def _their_name(name: str) -> str:
@@ -102,9 +103,9 @@ def stage1_entries(model: DualCodebookVQGAN, prefix: str = "", single: bool = Fa
     """Source key -> (shape, [(our key, transform)]) for encoder, codebooks and generator."""
     out: dict[str, Entry] = {}
     for part in ("encoder", "generator"):
-        for i, mod in enumerate(_conv_stack(getattr(model, part))):
+        for i, (path, mod) in enumerate(_conv_stack(getattr(model, part))):
             for name, t in mod.state_dict().items():
-                ours = f"{prefix}{part}.{_our_path(getattr(model, part), mod)}{name}"
+                ours = f"{prefix}{part}.{path}.{name}"
                 out[f"{part}.blocks.{i}.{_their_name(name)}"] = (tuple(t.shape), [(ours, _same)])
     shape = tuple(model.quant_c.embedding.weight.shape)
     out["quantize.embedding.weight"] = (shape, [(f"{prefix}quant_c.embedding.weight", _same)]
@@ -112,16 +113,6 @@ def stage1_entries(model: DualCodebookVQGAN, prefix: str = "", single: bool = Fa
     if not single:
         out["quantize_aesthetic.embedding.weight"] = (shape, [(f"{prefix}quant_h.embedding.weight", _same)])
     return out
-
-
-def _our_path(parent: torch.nn.Module, mod: torch.nn.Module) -> str:
-    for name, m in parent.named_children():
-        if m is mod:
-            return name + "."
-    for name, m in parent.blocks.named_children():
-        if m is mod:
-            return f"blocks.{name}."
-    raise AssertionError("module not found")  # unreachable: every stacked module is a child
 
 
 def restorer_entries(model: QualityRestorer, kind: str) -> dict[str, Entry]:

@@ -3,15 +3,22 @@ for a few stage-I designs, measured on the synthetic world (run `dvc repro world
 
 Each design trains from the same seed on `data/world/train` (batch 16, L1 + the params'
 perceptual term + VQ, the gate closed so that the common codebook is measured alone, the cosine
-schedule of a `stage1.steps` run, no GAN: the GAN only starts late in the real run) and is
+schedule of a `stage1.steps` run, no GAN: the GAN only starts late in the real run; the
+"default + ..." designs put the pipeline's gate and GAN back one at a time) and is
 evaluated every `--every` steps on the held-out GTs: PSNR (RGB, 8-bit grid) of the common-codebook
 (lambda = 0) reconstruction, the fraction of codes of C used on the held-out set, and the seconds
 per step (wall clock; meaningful only on an otherwise idle machine). Results go to
 reports/metrics/stage1_design.csv (a design's rows replace its earlier ones), which notebook 02 plots.
 
-    python benchmarks/stage1_design.py --steps 300   # all designs (about 13 min on 2 idle cores)
+    python benchmarks/stage1_design.py --steps 300   # every design (3-4 min each on 2 idle cores)
     python benchmarks/stage1_design.py --steps 100 --designs f4_512_encoder
-    python benchmarks/stage1_design.py --steps 1600 --designs f4_512_encoder_init_restart --out reports/metrics/stage1_long.csv
+    # the pipeline's recipe over its 1000 steps: C alone, + the HQ+ gate, + the GAN (notebook 02)
+    python benchmarks/stage1_design.py --steps 1000 --designs "f4_512_encoder_init_restart (default)" \
+        "default + HQ+ gate" --out reports/metrics/stage1_long.csv
+    python benchmarks/stage1_design.py --steps 300 --designs f4_512_uniform --seeds 0 1 2   # seed spread
+
+A design name given to --designs selects every design that starts with it. Rows carry the stage-I
+seed; a (design, seed) pair's rows replace its earlier ones in the file.
 """
 from __future__ import annotations
 
@@ -43,6 +50,9 @@ DESIGNS = {
     "f4_512_uniform": ({}, dict(codebook_init="uniform", restart_every=0, codebook_lr_mult=20.0)),
     "f4_512_encoder_init_restart (default)": ({}, {}),
     "f4_512_encoder_init_restart ssim0.5": ({}, dict(perceptual_weight=0.5)),
+    # the pipeline's own recipe, one ingredient at a time: H trained on the gated GTs, then the GAN
+    "default + HQ+ gate": ({}, dict(gate_from="stage1")),
+    "default + HQ+ gate + GAN": ({}, dict(gate_from="stage1", gan_start=800)),  # the recipe until the GAN was dropped
 }
 
 
@@ -58,20 +68,24 @@ def holdout_figures(model, x: torch.Tensor) -> tuple[float, float]:
     return float(psnr), float((torch.bincount(idx.flatten(), minlength=model.cfg.codebook_size) > 0).float().mean())
 
 
-def run(name: str, steps: int, every: int, params_path) -> list[dict]:
+def run(name: str, steps: int, every: int, params_path, seed: int | None = None) -> list[dict]:
     """Train one design for `steps` steps and return its held-out figures every `every` steps
-    (`params_path`: a params file or already loaded Params)."""
+    (`params_path`: a params file or already loaded Params; `seed`: stage1.seed unless given)."""
     p = load_params(params_path) if isinstance(params_path, str) else params_path
     vq_over, s_over = DESIGNS[name]
     s_over = dict(s_over)
     perceptual = s_over.pop("perceptual", p.stage1.perceptual)
+    gate_from = s_over.pop("gate_from", None)  # "stage1": the pipeline's gates (stage1.gate); else closed
+    gan_start = s_over.pop("gan_start", 10**9)  # the step the design's GAN starts at; default: no GAN
     cfg = replace(codebook.vqgan_config(p.data, p.vqgan), **vq_over)
     # the schedule runs over the real run's length (stage1.steps), so that the first `steps` steps
     # are what the pipeline's run goes through
-    settings = replace(codebook.stage1_settings(p.stage1), steps=max(steps, p.stage1.steps), gan_start=10**9, **s_over)
+    settings = replace(codebook.stage1_settings(p.stage1), steps=max(steps, p.stage1.steps), **s_over)
+    settings = replace(settings, gan_start=gan_start, seed=settings.seed if seed is None else seed)
     images = data.ManifestDataset(WORLD / "train")
     holdout, _ = _load_stack(WORLD / "holdout")
-    trainer = Stage1Trainer(cfg, settings, images, torch.zeros(len(images)), make_perceptual(perceptual, "cpu"))
+    gates = codebook.stage1_gates(p.stage1, len(images)) if gate_from == "stage1" else torch.zeros(len(images))
+    trainer = Stage1Trainer(cfg, settings, images, gates, make_perceptual(perceptual, "cpu"))
     rows, t_sum = [], 0.0
     while trainer.step < steps:
         t0 = time.perf_counter()
@@ -79,7 +93,7 @@ def run(name: str, steps: int, every: int, params_path) -> list[dict]:
         t_sum += time.perf_counter() - t0
         if trainer.step % every == 0:
             psnr, used = holdout_figures(trainer.model, holdout)
-            rows.append({"design": name, "step": trainer.step, "psnr_holdout_lambda0": round(psnr, 3),
+            rows.append({"design": name, "seed": settings.seed, "step": trainer.step, "psnr_holdout_lambda0": round(psnr, 3),
                          "used_c_holdout": round(used, 4), "precision": settings.precision,
                          "tokens": cfg.latent_size ** 2, "codebook_size": cfg.codebook_size,
                          "seconds_per_step": round(t_sum / trainer.step, 3)})
@@ -92,6 +106,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--designs", nargs="*", default=list(DESIGNS), help="names from DESIGNS (a prefix is enough)")
+    ap.add_argument("--seeds", type=int, nargs="*", default=None, help="stage-I seeds (default: stage1.seed)")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--out", default=str(OUT), help="CSV to write (default: the one notebook 02 plots, a "
                     "dependency of the train_codebook stage; use another file for longer curves)")
@@ -101,13 +116,17 @@ def main() -> None:
     names = [n for want in args.designs for n in DESIGNS if n.startswith(want)]
     params = load_params(args.params)  # read once: every design runs on the same settings
     out.parent.mkdir(parents=True, exist_ok=True)
-    for name in names:  # each design's rows replace that design's earlier rows, the others are kept
-        rows = pd.DataFrame(run(name, args.steps, args.every, params))
-        old = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=rows.columns)
-        merged = pd.concat([old[old["design"] != name], rows], ignore_index=True)
-        merged["order"] = merged["design"].map({n: i for i, n in enumerate(DESIGNS)})
-        merged.sort_values(["order", "step"]).drop(columns="order").to_csv(out, index=False)
-        print(f"wrote {out} ({name})")
+    for name in names:  # each (design, seed)'s rows replace its earlier ones, the others are kept
+        for seed in args.seeds or [params.stage1.seed]:
+            rows = pd.DataFrame(run(name, args.steps, args.every, params, seed))
+            old = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=rows.columns)
+            if "seed" not in old:  # files written before seeds were recorded: those ran stage1.seed
+                old.insert(1, "seed", params.stage1.seed)
+            keep = (old["design"] != name) | (old["seed"] != seed)
+            merged = pd.concat([old[keep], rows], ignore_index=True)
+            merged["order"] = merged["design"].map({n: i for i, n in enumerate(DESIGNS)})
+            merged.sort_values(["order", "seed", "step"]).drop(columns="order").to_csv(out, index=False)
+            print(f"wrote {out} ({name}, seed {seed})")
 
 
 if __name__ == "__main__":

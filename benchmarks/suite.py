@@ -87,17 +87,22 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.no_grad()
 def restore_case(model, x: torch.Tensor, batch: int, repeats: int, use_compile: bool, trained: bool) -> dict:
     """Faces/s and output differences of every variant on LQ x (N, 3, R, R) in [0,1]."""
-    names = ["fp32", "fp32+channels_last", "bf16", "bf16+channels_last"] + (["compile"] if use_compile else [])
+    names = ["fp32", "fp32+channels_last", "bf16", "bf16+channels_last"]
+    names += ["compile", "compile+channels_last"] if use_compile else []
     runners, extra = {}, {}
     for name in names:
-        if name == "compile":
+        if name.startswith("compile"):
             fn = torch.compile(model.restore)
+            m = _prepare(model, name)
+            xx = x.to(memory_format=torch.channels_last) if "channels_last" in name else x
             t = time.perf_counter()
             try:
-                fn(x[:batch])
+                fn(xx[:batch])
             except Exception as err:  # noqa: BLE001 - report why compile does not work here
                 extra[name] = {"error": f"{type(err).__name__}: {str(err)[:200]}"}
                 continue
+            finally:
+                _prepare(m, "fp32")
             extra[name] = {"compile_seconds": round(time.perf_counter() - t, 1)}
             runners[name] = fn
         else:
@@ -123,7 +128,7 @@ def restore_case(model, x: torch.Tensor, batch: int, repeats: int, use_compile: 
         row = {"faces_per_s": round(len(x) / sec, 3), "speedup": round(float(np.median(times["fp32"])) / sec, 2),
                "max_abs_diff": round(float((outputs[name] - ref).abs().max()), 5),
                "psnr_vs_fp32_db": round(_psnr(outputs[name], ref), 2), **extra.get(name, {})}
-        if name != "compile":
+        if not name.startswith("compile"):
             m = _prepare(model, name)
             xx = x.to(memory_format=torch.channels_last) if "channels_last" in name else x
             with _variant_context(name):

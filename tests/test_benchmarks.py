@@ -19,6 +19,36 @@ def test_stage1_design_benchmark_runs_one_short_design(root, in_dir, tiny_projec
     assert all(0 < r["psnr_holdout_lambda0"] < 100 and 0 < r["used_c_holdout"] <= 1 for r in rows)
 
 
+def test_stage1_design_puts_the_pipelines_gate_and_gan_back(root, in_dir, tiny_project):
+    """The recipe designs train with the params' gates (here all open) and the GAN from step 800."""
+    from dataclasses import replace
+
+    from iqpfr.config import load_params
+
+    spec = importlib.util.spec_from_file_location("stage1_design", root / "benchmarks" / "stage1_design.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    in_dir(tiny_project)
+    p = load_params("params.yaml")
+    p = replace(p, stage1=replace(p.stage1, gate="all"))
+    seen = {}
+    real_init = mod.Stage1Trainer.__init__
+
+    def spy(self, cfg, settings, images, gates, *args, **kwargs):
+        seen.update(gates=gates.clone(), gan_start=settings.gan_start)
+        real_init(self, cfg, settings, images, gates, *args, **kwargs)
+
+    mod.Stage1Trainer.__init__ = spy
+    try:
+        rows = mod.run("default + HQ+ gate + GAN", steps=2, every=2, params_path=p, seed=3)
+        assert bool((seen["gates"] == 1).all()) and seen["gan_start"] == 800
+        mod.run("f4_512_encoder_init_restart (default)", steps=1, every=1, params_path=p)
+        assert bool((seen["gates"] == 0).all()) and seen["gan_start"] > 10**6  # C alone, no GAN
+    finally:
+        mod.Stage1Trainer.__init__ = real_init
+    assert [(r["step"], r["seed"]) for r in rows] == [(2, 3)]
+
+
 def _suite():
     from benchmarks import suite
 

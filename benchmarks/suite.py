@@ -10,7 +10,7 @@ Cases
 - default_restore: the default restorer: the trained checkpoint when models/ holds one (else
   random weights, said in the output), batch 16.
   Variants of both: eager fp32 contiguous (the reference), channels_last, bf16 autocast, bf16 +
-  channels_last, and torch.compile with --compile. Times are medians of `repeats` interleaved
+  channels_last, and torch.compile (contiguous and channels_last) with --compile. Times are medians of `repeats` interleaved
   rounds. Each variant's output is compared with the reference's: max abs difference, PSNR in dB
   and, for the default model, the fraction of argmax codes that changed. A variant is within
   tolerance when, on the default model, PSNR >= 40 dB and <= 1% of codes change;
@@ -20,8 +20,10 @@ Cases
 - stage1_step, stage2_step: one training step of the default configuration (perceptual and GAN
   terms on; the quality loss on) in fp32 and under bf16 autocast, each in its own process (peak
   memory per case); the ratio in the same run.
-- scoring: the learned prior and NIQE over the same images, a per-image loop against batches, and
-  the folder scorer (`iqpfr score`: decode + score, streamed) with 1 and 2 processes.
+- scoring: the learned prior and NIQE over the same images (--score-images, 256), a per-image loop
+  against batches of 32 and of the default profile's scoring.batch_size (the learned prior also in
+  channels_last), and the folder scorer (`iqpfr score`: decode + score, streamed) with 1 and 2
+  processes.
 
 The precision the package uses is never chosen from these timings (iqpfr/precision.py reads the
 CPU's flags); this suite is what that rule is checked against.
@@ -354,14 +356,29 @@ def case_steps(args) -> dict:
 # scoring
 
 
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
 @torch.no_grad()
 def case_scoring(args) -> dict:
-    """Per-image loop against batches for the learned prior and NIQE, and the folder scorer."""
-    from iqpfr import data, iqanet, quality
+    """Per-image loop against batches for the learned prior and NIQE, and the folder scorer.
 
+    Batches of 32 and of the default profile's `scoring.batch_size` (64); for the learned prior also
+    in channels_last. `batched_speedup` is the configured batch size's, in the scorer's own layout.
+    """
+    from iqpfr import data, iqanet, quality
+    from iqpfr.config import load_params
+
+    configured = load_params(ROOT / "profiles" / "default.yaml").scoring.batch_size
     n, size = args.score_images, 64
     x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0))
-    out = {"images": n, "size": size}
+    out = {"images": n, "size": size, "configured_batch": configured}
     with tempfile.TemporaryDirectory() as tmp:
         prior = Path(tmp) / "iqanet.pt"
         torch.manual_seed(0)
@@ -369,15 +386,25 @@ def case_scoring(args) -> dict:
         for name in ("learned", "niqe"):
             m = quality.make_metric(name, "cpu", prior, min_size=256 if name == "niqe" else 0)
             m(x[:2])
-            t = time.perf_counter()
             loop = torch.cat([m(x[i:i + 1]) for i in range(n)])
-            t_loop = time.perf_counter() - t
-            t = time.perf_counter()
-            batched = torch.cat([m(x[i:i + 32]) for i in range(0, n, 32)])
-            t_batch = time.perf_counter() - t
-            out[name] = {"per_image_loop_images_per_s": round(n / t_loop, 1), "batched_images_per_s": round(n / t_batch, 1),
-                         "batched_speedup": round(t_loop / t_batch, 2),
-                         "max_abs_diff_batched_vs_loop": float((loop - batched).abs().max())}
+            t_loop = _median_seconds(lambda: [m(x[i:i + 1]) for i in range(n)], args.repeats)
+            row = {"per_image_loop_images_per_s": round(n / t_loop, 1)}
+            formats = ("contiguous", "channels_last") if name == "learned" else ("contiguous",)
+            for fmt in formats:
+                mf = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+                m.module.to(memory_format=mf)
+                xx = x.contiguous(memory_format=mf)
+                for b in sorted({32, configured}):
+                    batched = torch.cat([m(xx[i:i + b]) for i in range(0, n, b)])
+                    t_b = _median_seconds(lambda: [m(xx[i:i + b]) for i in range(0, n, b)], args.repeats)
+                    key = f"batch{b}" + ("_channels_last" if fmt == "channels_last" else "")
+                    row[key] = {"images_per_s": round(n / t_b, 1), "speedup": round(t_loop / t_b, 2),
+                                "max_abs_diff_vs_loop": float((loop - batched).abs().max())}
+                m.module.to(memory_format=torch.contiguous_format)
+            row["batched_images_per_s"] = row[f"batch{configured}"]["images_per_s"]
+            row["batched_speedup"] = row[f"batch{configured}"]["speedup"]
+            row["max_abs_diff_batched_vs_loop"] = row[f"batch{configured}"]["max_abs_diff_vs_loop"]
+            out[name] = row
         folder = Path(tmp) / "faces"
         for i in range(n):
             data.write_png(folder / f"{i:04d}.png", x[i].permute(1, 2, 0).numpy())
@@ -409,7 +436,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--faces", type=int, default=2, help="paper-size faces per round (default model: 8x as many)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3, help="timed training steps per case")
-    ap.add_argument("--score-images", type=int, default=64)
+    ap.add_argument("--score-images", type=int, default=256)
     ap.add_argument("--photo-width", type=int, default=1600)
     ap.add_argument("--photo-height", type=int, default=1200)
     ap.add_argument("--photo-faces", type=int, default=6)

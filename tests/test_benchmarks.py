@@ -130,3 +130,17 @@ def test_gpu_check_counts_flops_and_reports_achieved_rates_on_cpu():
     assert set(out) == {"transformer", "generator"}
     assert all(v["gflops_per_call"] >= 0 and v["tflops"] > 0 and 0 < v["fraction_of_peak"] for v in out.values())
     assert gpu_check.device_peak("NVIDIA H200") == 989.0 and gpu_check.device_peak("Mystery GPU") is None
+
+
+def test_scoring_benchmark_compares_batches_and_layouts_with_the_loop():
+    """Each batched variant scores exactly what the per-image loop scores; the headline ratio is the
+    configured batch size's."""
+    import argparse
+
+    res = _suite().case_scoring(argparse.Namespace(score_images=4, repeats=1))
+    learned = res["learned"]
+    assert {"batch32", f"batch{res['configured_batch']}", "batch32_channels_last"} <= set(learned)
+    assert all(v["max_abs_diff_vs_loop"] < 1e-5 for k, v in learned.items() if k.startswith("batch") and isinstance(v, dict))
+    assert learned["batched_speedup"] == learned[f"batch{res['configured_batch']}"]["speedup"]
+    assert "channels_last" not in " ".join(res["niqe"])  # NIQE is measured in its own layout only
+    assert all("seconds" in res[f"folder_scorer_{p}_process"] for p in (1, 2))

@@ -26,8 +26,7 @@ from iqpfr.evaluate import load_set  # noqa: E402
 from iqpfr.pipeline import TESTSET, WORLD, _load_stack  # noqa: E402
 from iqpfr.train import load_stage1_model  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from stage1_design import holdout_figures  # noqa: E402
+from benchmarks.stage1_design import holdout_figures  # noqa: E402
 
 
 @torch.no_grad()

@@ -80,8 +80,9 @@ def run(name: str, steps: int, every: int, params_path, seed: int | None = None)
     cfg = replace(codebook.vqgan_config(p.data, p.vqgan), **vq_over)
     # the schedule runs over the real run's length (stage1.steps), so that the first `steps` steps
     # are what the pipeline's run goes through
-    settings = replace(codebook.stage1_settings(p.stage1), steps=max(steps, p.stage1.steps), **s_over)
-    settings = replace(settings, gan_start=gan_start, seed=settings.seed if seed is None else seed)
+    settings = replace(codebook.stage1_settings(p.stage1), steps=max(steps, p.stage1.steps), gan_start=gan_start, **s_over)
+    if seed is not None:
+        settings = replace(settings, seed=seed)
     images = data.ManifestDataset(WORLD / "train")
     holdout, _ = _load_stack(WORLD / "holdout")
     gates = codebook.stage1_gates(p.stage1, len(images)) if gate_from == "stage1" else torch.zeros(len(images))

@@ -71,6 +71,11 @@ def _prepare(model, name: str):
     return model.to(memory_format=fmt)
 
 
+def _input(x: torch.Tensor, name: str) -> torch.Tensor:
+    """The input as the variant feeds it (channels_last: NHWC)."""
+    return x.to(memory_format=torch.channels_last) if "channels_last" in name else x
+
+
 def _codes(model, x: torch.Tensor, score: float = 0.95) -> torch.Tensor:
     """The argmax codes (B, 2, T) the restorer picks for LQ x at quality `score`."""
     from iqpfr.transformer import score_to_bin
@@ -96,7 +101,7 @@ def restore_case(model, x: torch.Tensor, batch: int, repeats: int, use_compile: 
         if name.startswith("compile"):
             fn = torch.compile(model.restore)
             m = _prepare(model, name)
-            xx = x.to(memory_format=torch.channels_last) if "channels_last" in name else x
+            xx = _input(x, name)
             t = time.perf_counter()
             try:
                 fn(xx[:batch])
@@ -113,7 +118,7 @@ def restore_case(model, x: torch.Tensor, batch: int, repeats: int, use_compile: 
     for _ in range(repeats):  # interleaved: a busy moment hits every variant alike
         for name, fn in runners.items():
             m = _prepare(model, name)
-            xx = x.to(memory_format=torch.channels_last) if "channels_last" in name else x
+            xx = _input(x, name)
             with _variant_context(name):
                 fn(xx[:batch])  # warm-up
                 t = time.perf_counter()
@@ -132,7 +137,7 @@ def restore_case(model, x: torch.Tensor, batch: int, repeats: int, use_compile: 
                "psnr_vs_fp32_db": round(_psnr(outputs[name], ref), 2), **extra.get(name, {})}
         if not name.startswith("compile"):
             m = _prepare(model, name)
-            xx = x.to(memory_format=torch.channels_last) if "channels_last" in name else x
+            xx = _input(x, name)
             with _variant_context(name):
                 row["changed_codes"] = round(float((_codes(m, xx) != ref_codes).float().mean()), 4)
             _prepare(m, "fp32")

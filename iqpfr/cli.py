@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                          "e.g. models/stage1/vqgan.pt)")
     rs.add_argument("--score", type=float, default=0.95, help="requested quality S in [0,1] (default 0.95)")
     rs.add_argument("--hq-weight", type=float, default=None, help="lambda for the HQ+ codes (default: as trained)")
+    rs.add_argument("--guidance", type=float, default=1.0,
+                    help="classifier-free guidance of the score (models trained with transformer.score_dropout only; "
+                         "the default profile evaluates its model at 3.0; default 1.0: plain conditioning)")
     rs.add_argument("--fidelity", type=float, default=0.0,
                     help="CodeFormer's fidelity weight w in [0, 1] (imported checkpoints with fusion blocks only; "
                          "default 0, as the IQPFR authors run their model)")
@@ -276,13 +279,17 @@ def _restore(args) -> int:
         if args.fidelity > 0 and model.fidelity is None:
             raise ValueError(f"{args.checkpoint} has no fidelity (fusion) blocks: --fidelity needs an imported "
                              "CodeFormer-family checkpoint")
+        if args.guidance != 1.0 and not model.cfg.null_bin:
+            raise ValueError(f"{args.checkpoint} was trained without score dropout (no 'no score' bin): "
+                             "--guidance needs transformer.score_dropout > 0")
     except (FileNotFoundError, ValueError) as err:
         print(f"iqpfr restore: {err}", file=sys.stderr)
         return 2
     prec = (precision.resolve("auto", device, bf16_flags=INFERENCE_BF16_FLAGS) if args.precision == "auto"
             else args.precision)
     print(f"device {device}, precision {prec}" + (" (auto)" if args.precision == "auto" else ""))
-    opts = RestoreOptions(score=args.score, hq_weight=args.hq_weight, fidelity=args.fidelity, aligned=args.aligned, upscale=args.upscale,
+    opts = RestoreOptions(score=args.score, hq_weight=args.hq_weight, fidelity=args.fidelity, guidance=args.guidance,
+                          aligned=args.aligned, upscale=args.upscale,
                           batch_size=args.batch_size, device=args.device, precision=prec,
                           suffix=args.suffix, save_comparison=args.save_comparison, detector=args.detector,
                           align=args.align, tiled=t.whole_images)

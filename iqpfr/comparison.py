@@ -16,7 +16,7 @@ import torch
 from . import evaluate as ev
 from . import quality
 from .conditioned import BIN_CENTRES, STAGE2, VARIANTS, load_restorer, seed_checkpoint
-from .config import DataConfig, EvaluationConfig, ScoringConfig, SeedsConfig
+from .config import DataConfig, EvaluationConfig, ScoringConfig, SeedsConfig, TransformerParams, guidance_by_row
 from .iqanet import spearman
 from .pipeline import METRICS, PRIOR, SCORES, TESTSET
 
@@ -175,7 +175,7 @@ def s_sweep(models: dict, images: dict, judges: ev.Judges, count: int) -> pd.Dat
 
 def _load_models(rows: list[ev.Entry]) -> dict:
     """Each checkpoint of the comparison loaded once: {path: frozen QualityRestorer}."""
-    return {e.checkpoint: load_restorer(e.checkpoint)[0] for e in rows if e.checkpoint is not None}
+    return {e.checkpoint: load_restorer(e.checkpoint, guidance=e.guidance)[0] for e in rows if e.checkpoint is not None}
 
 
 def _score_conditioned(rows: list[ev.Entry], models: dict) -> dict:
@@ -199,10 +199,11 @@ def _seed_claims(rows: list[ev.Entry], set_name: str, images: dict, judges: ev.J
 
 @torch.no_grad()
 def run(data_cfg: DataConfig, scoring: ScoringConfig, evaluation: EvaluationConfig, variants: dict,
-        seeds: SeedsConfig | None = None, progress=print) -> dict:
+        seeds: SeedsConfig | None = None, progress=print, transformer: TransformerParams | None = None) -> dict:
     """The evaluation stage. Returns per set the summaries, per-image tables and the first
     `grid_count` images of every row (for figures); the S sweep and the claims on the first set,
-    with a verdict per training seed (the main runs' stage-II seed, then `seeds.extra`)."""
+    with a verdict per training seed (the main runs' stage-II seed, then `seeds.extra`). Each trained
+    model restores with its transformer.guidance (`transformer`: the main model's section; None: 1.0)."""
     t0 = time.time()
     sets = available_sets()
     if not sets:
@@ -211,7 +212,8 @@ def run(data_cfg: DataConfig, scoring: ScoringConfig, evaluation: EvaluationConf
                             scoring.offline)
     lpips_fn, identity, fid, unavailable = _optional_metrics(data_cfg, evaluation)
     unavailable.update(judges.unavailable)
-    rows = ev.entries(variants, evaluation.hq_weights, STAGE2, VARIANTS)
+    guidance = guidance_by_row(transformer, variants) if transformer is not None else None
+    rows = ev.entries(variants, evaluation.hq_weights, STAGE2, VARIANTS, guidance)
     models = _load_models(rows)
     result = {"summaries": {}, "tables": {}, "grids": {}, "unavailable": unavailable,
               "directions": judges.directions(), "rows": rows}

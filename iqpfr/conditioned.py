@@ -47,7 +47,7 @@ from .pipeline import degrade_ranges, write_metrics
 from .task import FACE, Task
 from .train import (CODE_FILES, Dist, TrainingLoop, batch_flips, batch_indices, fingerprint, load_checkpoint, load_stage1_model,
                     resume_or_restart, rng_state, save_atomic, set_rng_state, setup_distributed, write_log_csv)
-from .transformer import QualityRestorer, TransformerConfig, code_losses, score_to_bin
+from .transformer import NUM_BINS, QualityRestorer, TransformerConfig, code_losses, score_to_bin
 
 STAGE2 = FACE.stage2  # the face task's files; other tasks pass their Task
 VARIANTS = FACE.variants  # models/variants/<name>/restorer.pt
@@ -78,6 +78,7 @@ class Stage2Settings:
     quality_mode: str = "discrete"  # "discrete" (straight-through, the method) or "continuous" (counter-example)
     score_lr_mult: float = 1.0  # the score embedding's lr is lr * this
     balance_bins: bool = False  # draw GTs so that every score bin is seen equally often
+    score_dropout: float = 0.0  # probability that a sample's score bin is replaced by the "no score" bin
     precision: str = "fp32"  # resolved: "fp32" or "bf16" (autocast)
     seed: int = 0
     log_every: int = 10
@@ -94,6 +95,13 @@ def balanced_batch_indices(step: int, groups: torch.Tensor, batch_size: int, see
     g = torch.Generator().manual_seed(seed * 1_000_003 + 500_009 + step)
     glob = torch.multinomial(weights, batch_size, replacement=True, generator=g).tolist()
     return glob[rank::world]
+
+
+def score_dropout_mask(step: int, batch_size: int, p: float, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """Which samples of this process's share of step `step`'s batch lose their score (bool), each
+    with probability p; a pure function of its arguments, like the flips."""
+    g = torch.Generator().manual_seed(seed * 6_700_417 + 900_001 + step)
+    return (torch.rand(batch_size, generator=g) < p)[rank::world]
 
 
 class DegradedLQ:
@@ -184,8 +192,12 @@ class Stage2Trainer(TrainingLoop):
         f = flips.long()
         tc = self.targets["idx_c"][idx, f].long().flatten(1)
         th = self.targets["idx_h"][idx, f].long().flatten(1)
+        bins = score_to_bin(self.scores[idx])
+        if self.s.score_dropout > 0:  # classifier-free guidance needs the model to learn without a score too
+            drop = score_dropout_mask(step, self.s.batch_size, self.s.score_dropout, self.s.seed, self.d.rank, self.d.world)
+            bins = torch.where(drop[:len(idx)], NUM_BINS, bins)
         dev = self.d.device
-        return torch.stack(lq).to(dev), tc.to(dev), th.to(dev), score_to_bin(self.scores[idx]).to(dev)
+        return torch.stack(lq).to(dev), tc.to(dev), th.to(dev), bins.to(dev)
 
     def losses(self, x_l, idx_c, idx_h, bins) -> tuple[torch.Tensor, dict]:
         m = self.m
@@ -233,8 +245,9 @@ class Stage2Trainer(TrainingLoop):
         return {"step": self.step, **row, "seconds": time.perf_counter() - t0}
 
 
-def load_restorer(path=STAGE2, stage1_path=STAGE1, ema: bool = True) -> tuple[QualityRestorer, dict]:
-    """The trained stage-II restorer (EMA weights by default), frozen, in eval mode."""
+def load_restorer(path=STAGE2, stage1_path=STAGE1, ema: bool = True, guidance: float = 1.0) -> tuple[QualityRestorer, dict]:
+    """The trained stage-II restorer (EMA weights by default), frozen, in eval mode, restoring with
+    `guidance` by default (params.yaml `transformer.guidance`; != 1 needs a model trained with score dropout)."""
     ckpt = load_checkpoint(path, STAGE2_FORMAT)
     if ckpt["step"] <= 0:
         raise ValueError(f"{path} holds an untrained model (step 0)")
@@ -246,6 +259,9 @@ def load_restorer(path=STAGE2, stage1_path=STAGE1, ema: bool = True) -> tuple[Qu
     if ema:
         state = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k != "n_averaged"}
     torch.nn.ModuleDict({"encoder": model.encoder, "transformer": model.transformer}).load_state_dict(state, strict=True)
+    if guidance != 1.0 and not model.cfg.null_bin:
+        raise ValueError(f"{path}: guidance {guidance} needs a model trained with score dropout (transformer.score_dropout > 0)")
+    model.guidance = guidance
     return model.eval().requires_grad_(False), {"step": ckpt["step"], "train_config": ckpt["train_config"]}
 
 
@@ -256,15 +272,15 @@ def load_restorer(path=STAGE2, stage1_path=STAGE1, ema: bool = True) -> tuple[Qu
 def transformer_config(data_cfg: DataConfig, vqgan: VqganParams, tp: TransformerParams) -> TransformerConfig:
     v = vqgan_config(data_cfg, vqgan)
     return TransformerConfig(v.latent_size, v.emb_dim, v.codebook_size, tp.n_layers, tp.n_heads, tp.d_model, tp.d_ff,
-                             tp.conditioning, tp.dropout, tp.codebooks)
+                             tp.conditioning, tp.dropout, tp.codebooks, null_bin=tp.score_dropout > 0)
 
 
-def stage2_settings(s2: Stage2Config, device: torch.device | str = "cpu") -> Stage2Settings:
+def stage2_settings(s2: Stage2Config, device: torch.device | str = "cpu", score_dropout: float = 0.0) -> Stage2Settings:
     """The loop's settings from params.yaml's `stage2` section, with the precision resolved for `device`."""
     return Stage2Settings(steps=s2.steps, batch_size=s2.batch_size, lr=s2.lr, betas=tuple(s2.betas),
                           ema_decay=s2.ema_decay, feat_weight=s2.feat_weight, quality_weight=s2.quality_weight,
                           quality_start=s2.quality_start, quality_mode=s2.quality_mode,
-                          score_lr_mult=s2.score_lr_mult, balance_bins=s2.balance_bins, precision=precision.resolve(s2.precision, device),
+                          score_lr_mult=s2.score_lr_mult, balance_bins=s2.balance_bins, score_dropout=score_dropout, precision=precision.resolve(s2.precision, device),
                           seed=s2.seed, log_every=s2.log_every, checkpoint_every=s2.checkpoint_every)
 
 
@@ -294,7 +310,7 @@ def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: V
     q = None
     if s2.quality_weight > 0:
         q = quality.load_quality(task.scores / "norm_stats.json", str(d.device), task.prior)
-    settings = stage2_settings(s2, d.device)
+    settings = stage2_settings(s2, d.device, tp.score_dropout)
     targets = load_targets(len(images), task)
     if task.paired_lq:
         lq = PairedLQ(data.ManifestDataset(task.world / "train", "raw_file"))
@@ -376,15 +392,17 @@ def score_sweep(model: QualityRestorer, lq: torch.Tensor, scores=BIN_CENTRES, ba
 
 
 @torch.no_grad()
-def analysis(data_cfg: DataConfig, count: int = 64, checkpoint: Path | None = None, task: Task = FACE) -> dict:
+def analysis(data_cfg: DataConfig, count: int = 64, checkpoint: Path | None = None, task: Task = FACE,
+             guidance: float = 1.0) -> dict:
     """The S sweep on held-out test pairs: outputs at the ten bin centres, their prior score
     (normalised with the training statistics) and its Spearman correlation with S, and, where the
     pairs have pristine oracles, the outputs' *true* quality (the task's definition, as in its world)
-    per S: `true_quality_by_S` and `true_quality_gain` (at S = 0.95 minus at S = 0.05)."""
+    per S: `true_quality_by_S` and `true_quality_gain` (at S = 0.95 minus at S = 0.05). The model
+    restores with `guidance` (transformer.guidance)."""
     from .iqanet import spearman
     from .pipeline import _load_stack
 
-    model, info = load_restorer(checkpoint or task.stage2, task.stage1)
+    model, info = load_restorer(checkpoint or task.stage2, task.stage1, guidance=guidance)
     pairs = task.testset / "pairs"
     lq, frame = _load_stack(pairs, "file")
     hq, _ = _load_stack(pairs, "hq_file")

@@ -240,6 +240,8 @@ class TransformerParams:
     conditioning: str  # "add" (the paper's), "adaln" (ablation) or "none" (baseline)
     dropout: float
     codebooks: str  # "dual" (C + HQ+ H, the method) or "common" (C only: the single-codebook baseline)
+    score_dropout: float  # training: probability that a GT's score bin is replaced by "no score" (needed by guidance)
+    guidance: float  # inference: logits = l_none + guidance * (l_S - l_none); 1.0 = the plain conditioned model
 
     def validate(self) -> None:
         _choice("transformer.conditioning", self.conditioning, ("add", "adaln", "none"))
@@ -247,6 +249,13 @@ class TransformerParams:
         for k in ("n_layers", "n_heads", "d_model", "d_ff"):
             _range(f"transformer.{k}", getattr(self, k), 1, 100_000)
         _range("transformer.dropout", self.dropout, 0.0, 0.99)
+        _range("transformer.score_dropout", self.score_dropout, 0.0, 0.99)
+        _range("transformer.guidance", self.guidance, 0.0, 100.0)
+        if self.score_dropout > 0 and self.conditioning == "none":
+            raise ConfigError("transformer.score_dropout: an unconditioned model (conditioning: none) has no score to drop; set 0.0")
+        if self.guidance != 1.0 and self.score_dropout == 0:
+            raise ConfigError("transformer.guidance: guidance needs a model that also learned without a score "
+                              "(transformer.score_dropout > 0); set 1.0")
         if self.d_model % self.n_heads:
             raise ConfigError("transformer.d_model: must be divisible by transformer.n_heads")
 
@@ -589,6 +598,15 @@ def variant(params: Params, name: str) -> Params:
     if name in ("main", "iqpfr") or not name.isidentifier():
         raise ConfigError(f"variants.{name}: a variant name must be an identifier other than 'main' and 'iqpfr'")
     return _override(params, params.variants[name], VARIANT_SECTIONS, f"variants.{name}", "a variant")
+
+
+def guidance_by_row(transformer: TransformerParams, variants: dict) -> dict[str, float]:
+    """transformer.guidance of the main model ("iqpfr") and of every variant (its own overrides applied)."""
+    out = {"iqpfr": transformer.guidance}
+    for name, overrides in variants.items():
+        section = overrides.get("transformer", {})
+        out[name] = override_section(transformer, section, f"variants.{name}.transformer").guidance if section else transformer.guidance
+    return out
 
 
 TASKS = ("face", *TASK_SECTIONS)

@@ -105,9 +105,10 @@ def measure(x: torch.Tensor, clean: torch.Tensor | None, gt: torch.Tensor, spec:
 
 @torch.no_grad()
 def run(task: Task, spec: Spec, main: str, baseline: str, score: float = 0.95, sweep_count: int = 64,
-        grid_count: int = 6) -> dict:
+        grid_count: int = 6, guidance: float = 1.0) -> dict:
     """Evaluate every row of `spec` on the task's test sets; the S sweep of the main model
-    (`main`: a checkpoint path); the claims. `baseline` names the variant row "baseline"."""
+    (`main`: a checkpoint path, restoring with `guidance`, the task's transformer.guidance); the
+    claims. `baseline` names the variant row "baseline"."""
     t0 = time.time()
     stats = quality.NormStats.load(task.scores / "norm_stats.json")
     prior = {n: quality.make_metric(n, "cpu", task.prior) for n in stats.ensemble}
@@ -122,7 +123,7 @@ def run(task: Task, spec: Spec, main: str, baseline: str, score: float = 0.95, s
         lq, frame = _load_stack(d, "file")
         clean = _load_stack(d, "oracle_file")[0] if "oracle_file" in frame else None  # real sets have none
         sets[s] = (lq, _load_stack(d, "hq_file")[0], clean)
-    models = {"main": load_restorer(main, task.stage1)[0],
+    models = {"main": load_restorer(main, task.stage1, guidance=guidance)[0],
               "baseline": load_restorer(task.variants / baseline / "restorer.pt", task.stage1)[0]}
     images = {}
     for name, s, kind in spec.rows:

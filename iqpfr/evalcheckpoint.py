@@ -26,7 +26,7 @@ from .pipeline import PRIOR, SCORES
 
 @torch.no_grad()
 def restore_at_model_size(model, lq: torch.Tensor, score: float, fidelity: float, batch: int,
-                          progress=print) -> torch.Tensor:
+                          progress=print, guidance: float = 1.0) -> torch.Tensor:
     """LQ (N, 3, r, r) in [0,1] -> outputs (N, 3, r, r) in [0,1], run at the model's resolution R."""
     size = model.stage1.cfg.resolution
     outs = []
@@ -34,7 +34,7 @@ def restore_at_model_size(model, lq: torch.Tensor, score: float, fidelity: float
         x = lq[i:i + batch]
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-        y = model.restore(x, score, fidelity=fidelity)
+        y = model.restore(x, score, fidelity=fidelity, guidance=guidance)
         if y.shape[-1] != lq.shape[-1]:
             y = F.interpolate(y, size=lq.shape[-2:], mode="area")
         outs.append(y.clamp(0, 1))
@@ -44,8 +44,10 @@ def restore_at_model_size(model, lq: torch.Tensor, score: float, fidelity: float
 
 def evaluate_checkpoint(checkpoint: str | Path, set_dir: str | Path, out_dir: str | Path, params_file: str = "params.yaml",
                         score: float | None = None, fidelity: float = 0.0, count: int | None = None,
-                        name: str = "model", progress=print) -> dict:
-    """Evaluate the bundle `checkpoint` on the test set in `set_dir`; returns the summaries per row."""
+                        name: str = "model", progress=print, guidance: float | None = None) -> dict:
+    """Evaluate the bundle `checkpoint` on the test set in `set_dir`; returns the summaries per row.
+    `guidance` None: the params' transformer.guidance for a model trained with score dropout (as the
+    evaluation stage runs it), 1.0 for one without a "no score" bin (e.g. imported weights); printed."""
     from .restore import load_model
 
     t0 = time.time()
@@ -59,14 +61,17 @@ def evaluate_checkpoint(checkpoint: str | Path, set_dir: str | Path, out_dir: st
     lpips_fn, identity, fid, unavailable = _optional_metrics(data_cfg, evaluation)
     unavailable.update(judges.unavailable)
     s = evaluation.score if score is None else score
+    if guidance is None:
+        guidance = section(params, "transformer").guidance if model.cfg.null_bin else 1.0
+    progress(f"restoring at S = {s}, guidance {guidance}")
     outputs = {"lq": images["lq"], name: restore_at_model_size(model, images["lq"], s, fidelity, evaluation.batch_size,
-                                                               progress)}
+                                                               progress, guidance)}
     if "gt" in images:
         outputs["gt"] = images["gt"]
     set_name = Path(set_dir).name
     summaries, tables = ev.evaluate_set(set_name, images, outputs, judges, lpips_fn, identity, fid,
                                         out_dir=Path(out_dir), progress=progress)
-    result = {"checkpoint": str(checkpoint), "set": str(set_dir), "score": s, "fidelity": fidelity,
+    result = {"checkpoint": str(checkpoint), "set": str(set_dir), "score": s, "fidelity": fidelity, "guidance": guidance,
               "model_resolution": model.stage1.cfg.resolution, "set_resolution": int(images["lq"].shape[-1]),
               "summaries": summaries, "prior_agreement": prior_agreement(tables), "unavailable": unavailable,
               "conventions": ev.CONVENTIONS, "seconds": time.time() - t0}

@@ -229,24 +229,29 @@ class Entry:
     description: str
     hq_weight: float | None = None
     continuous: bool = False
+    guidance: float = 1.0  # the model's transformer.guidance (classifier-free guidance of the score)
 
 
-def entries(variants: dict, hq_weights: list[float], stage2: Path, variants_dir: Path) -> list[Entry]:
-    """The rows of the comparison, in table order."""
+def entries(variants: dict, hq_weights: list[float], stage2: Path, variants_dir: Path,
+            guidance: dict[str, float] | None = None) -> list[Entry]:
+    """The rows of the comparison, in table order. `guidance`: per trained model ("iqpfr" or a
+    variant's name) its transformer.guidance (config.guidance_by_row); 1.0 where absent."""
+    g = guidance or {}
     rows = [Entry("lq", None, "the degraded input")]
     described = {"baseline": "single codebook, no score conditioning",
                  "baseline_plus": "baseline + score embedding only (plug-and-play)",
                  "no_quality_loss": "IQPFR without the quality loss",
                  "continuous": "quality loss on G(z_l); output through the codebooks"}
     for name in variants:
-        rows.append(Entry(name, variants_dir / name / "restorer.pt", described.get(name, f"variant {name}")))
-    rows.append(Entry("iqpfr", stage2, "the main model: dual codebook + conditioning + quality loss"))
-    rows += [Entry(f"iqpfr_lambda{lam:g}", stage2, f"the main model decoded with lambda = {lam:g}", hq_weight=lam)
-             for lam in hq_weights]
+        rows.append(Entry(name, variants_dir / name / "restorer.pt", described.get(name, f"variant {name}"),
+                          guidance=g.get(name, 1.0)))
+    rows.append(Entry("iqpfr", stage2, "the main model: dual codebook + conditioning + quality loss", guidance=g.get("iqpfr", 1.0)))
+    rows += [Entry(f"iqpfr_lambda{lam:g}", stage2, f"the main model decoded with lambda = {lam:g}", hq_weight=lam,
+                   guidance=g.get("iqpfr", 1.0)) for lam in hq_weights]
     if "continuous" in variants:
         rows.append(Entry("continuous_latent", variants_dir / "continuous" / "restorer.pt",
                           "continuous variant decoded from z_l without quantisation (what it optimised)",
-                          continuous=True))
+                          continuous=True, guidance=g.get("continuous", 1.0)))
     return rows
 
 

@@ -41,6 +41,7 @@ class TransformerConfig:
     dropout: float = 0.0
     codebooks: str = "dual"  # "dual" (C and HQ+ H, the method) | "common" (C only: the single-codebook baseline)
     fidelity_resolutions: tuple[int, ...] = ()  # CodeFormer's fusion blocks (imported weights only): e.g. (32, 64, 128, 256)
+    null_bin: bool = False  # an extra "no score" bin (index NUM_BINS), trained by score dropout, used by guidance
 
     def __post_init__(self):
         object.__setattr__(self, "fidelity_resolutions", tuple(self.fidelity_resolutions))
@@ -50,6 +51,13 @@ class TransformerConfig:
             raise ValueError(f"codebooks must be dual or common, got {self.codebooks!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.null_bin and self.conditioning == "none":
+            raise ValueError("null_bin needs a score-conditioned model (conditioning add or adaln)")
+
+    @property
+    def bins(self) -> int:
+        """Rows of the score embedding: the 10 score bins, plus the "no score" bin where present."""
+        return NUM_BINS + int(self.null_bin)
 
     @property
     def tokens(self) -> int:
@@ -103,10 +111,10 @@ class CodeTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
-        self.score_map = (nn.Parameter(torch.zeros(NUM_BINS, cfg.emb_dim, cfg.latent_size, cfg.latent_size))
+        self.score_map = (nn.Parameter(torch.zeros(cfg.bins, cfg.emb_dim, cfg.latent_size, cfg.latent_size))
                           if cfg.conditioning == "add" else None)
         if cfg.conditioning == "adaln":
-            self.score_vec = nn.Embedding(NUM_BINS, d)
+            self.score_vec = nn.Embedding(cfg.bins, d)
             self.modulation = nn.ModuleList([nn.Linear(d, 6 * d) for _ in range(cfg.n_layers)])
             for m in self.modulation:  # adaLN-Zero: every block starts as the identity
                 nn.init.zeros_(m.weight)
@@ -184,6 +192,7 @@ class QualityRestorer(nn.Module):
         self.transformer = CodeTransformer(cfg)
         self.stage1 = stage1.eval().requires_grad_(False)  # C, H and G stay frozen
         self.hq_weight = stage1.cfg.hq_weight if cfg.codebooks == "dual" else 0.0
+        self.guidance = 1.0  # restore()'s default guidance (set by whoever loads the model: load_restorer)
         self.fidelity = None  # CodeFormer's fusion blocks (iqpfr.fidelity), present only in imported models
         if cfg.fidelity_resolutions:
             from .fidelity import FidelityFusion
@@ -221,11 +230,28 @@ class QualityRestorer(nn.Module):
         """Frozen generator: z (B, D, r, r) -> image (B, 3, R, R) in [0,1] (`fuse`: see Generator)."""
         return ((self.stage1.generator(z, fuse) + 1) / 2).clamp(0, 1)
 
+    def guided_logits(self, z: torch.Tensor, bins: torch.Tensor, guidance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Code logits (B, T, K) for C and H from the unconditioned latent z = E(x_l) (B, D, r, r) at
+        score bins (B,). With guidance w != 1 (classifier-free guidance; needs the "no score" bin):
+            l = l_none + w (l_S - l_none)
+        w > 1 pushes the codes further in the direction the score moves them."""
+        lc, lh = self.transformer(self.transformer.condition(z, bins), bins)
+        if guidance == 1.0:
+            return lc, lh
+        if not self.cfg.null_bin:
+            raise ValueError(f"guidance {guidance} needs a model trained with score dropout (it has no 'no score' bin); use 1.0")
+        none = torch.full_like(bins, NUM_BINS)
+        uc, uh = self.transformer(self.transformer.condition(z, none), none)
+        return uc + guidance * (lc - uc), uh + guidance * (lh - uh)
+
     @torch.no_grad()
     def restore(self, x01: torch.Tensor, score: float = 0.95, hq_weight: float | None = None,
-                use_adain: bool = True, continuous: bool = False, fidelity: float = 0.0) -> torch.Tensor:
+                use_adain: bool = True, continuous: bool = False, fidelity: float = 0.0,
+                guidance: float | None = None) -> torch.Tensor:
         """Inference (SPEC 1.6): LQ (B, 3, R, R) in [0,1] at quality S -> restored (B, 3, R, R) in [0,1].
         `fidelity` is CodeFormer's w (0: off; needs a model with fusion blocks).
+        `guidance` scales the score's effect on the code logits (see `guided_logits`; 1.0: off;
+        None: the model's own `guidance`).
         `continuous=True` decodes the unquantised latent G(z_l) instead (what the "continuous"
         counter-example optimised; not the method)."""
         if not 0.0 <= fidelity <= 1.0:
@@ -237,13 +263,13 @@ class QualityRestorer(nn.Module):
         fuse = None
         if fidelity > 0:
             z, feats = self.encoder.forward_with_features(x01 * 2 - 1, self.fidelity.resolutions)
-            z_l = self.transformer.condition(z, bins)
             fuse = self.fidelity.hook(feats, fidelity)
         else:
-            z_l = self.latent(x01, bins)
+            z = self.encoder(x01 * 2 - 1)
+        z_l = self.transformer.condition(z, bins)
         if continuous:
             return self.decode(z_l)
-        lc, lh = self.transformer(z_l, bins)
+        lc, lh = self.guided_logits(z, bins, self.guidance if guidance is None else guidance)
         z_hat = self.codes(lc.argmax(-1), lh.argmax(-1), hq_weight)
         if use_adain:
             z_hat = adain(z_hat, z_l)

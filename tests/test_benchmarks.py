@@ -144,3 +144,40 @@ def test_scoring_benchmark_compares_batches_and_layouts_with_the_loop():
     assert learned["batched_speedup"] == learned[f"batch{res['configured_batch']}"]["speedup"]
     assert "channels_last" not in " ".join(res["niqe"])  # NIQE is measured in its own layout only
     assert all("seconds" in res[f"folder_scorer_{p}_process"] for p in (1, 2))
+
+
+def _guidance_module(root):
+    spec = importlib.util.spec_from_file_location("guidance", root / "benchmarks" / "guidance.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_guidance_rule_takes_the_smallest_w_within_reach_and_cost(root):
+    import pandas as pd
+
+    mod = _guidance_module(root)
+    t = pd.DataFrame({"guidance": [1.0, 2.0, 3.0, 4.0], "ssim_oracle_S0.95": [0.75, 0.749, 0.746, 0.74],
+                      "reach": [0.02, 0.04, 0.058, 0.07]})
+    assert mod.choose(t, reach=0.05, cost=0.005) == 3.0
+    assert mod.choose(t, reach=0.05, cost=0.001) is None  # w = 3 costs 0.004: refused at a 0.001 budget
+    assert mod.choose(t, reach=0.01, cost=0.005) == 1.0
+
+
+def test_guidance_sweep_measures_every_w_on_a_guided_model(root):
+    from iqpfr.transformer import QualityRestorer, TransformerConfig
+    from iqpfr.vqgan import DualCodebookVQGAN, VQGANConfig
+
+    mod = _guidance_module(root)
+    torch.manual_seed(0)
+    v = VQGANConfig(resolution=32, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), emb_dim=16,
+                    codebook_size=32, disc_nf=8, disc_layers=2, fusion_heads=2)
+    cfg = TransformerConfig(latent_size=16, emb_dim=16, codebook_size=32, n_layers=1, n_heads=2, d_model=16, d_ff=32,
+                            null_bin=True)
+    model = QualityRestorer(DualCodebookVQGAN(v), cfg).eval()
+    torch.nn.init.normal_(model.transformer.score_map, std=0.5)
+    lq, oracle = torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32)
+    t = mod.sweep(model, lq, oracle, [1.0, 3.0])
+    assert t["guidance"].tolist() == [1.0, 3.0]
+    assert ((t.filter(like="ssim_oracle") > -1) & (t.filter(like="ssim_oracle") <= 1)).all().all()
+    assert t["reach"].tolist() == pytest.approx((t["ssim_oracle_S0.95"] - t["ssim_oracle_S0.05"]).tolist())

@@ -184,3 +184,25 @@ def test_a_task_override_is_checked_against_the_shared_sections(root):
     raw["colour"]["overrides"]["data"] = {"resolution": 128}
     with pytest.raises(ConfigError, match=r"colour\.overrides\.data\.resolution: the colour task reads the face task's stage I"):
         build(Params, raw).validate()
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"guidance": 2.0, "score_dropout": 0.0}, r"transformer\.guidance: guidance needs .*score_dropout > 0"),
+    ({"conditioning": "none", "score_dropout": 0.1, "guidance": 1.0}, r"transformer\.score_dropout: an unconditioned model"),
+    ({"score_dropout": 1.0}, r"transformer\.score_dropout: 1\.0 is outside"),
+])
+def test_guidance_settings_are_checked(root, edit, message):
+    raw = _raw(root)
+    raw["transformer"].update(edit)
+    with pytest.raises(ConfigError, match=message):
+        build(Params, raw).validate()
+
+
+def test_guidance_by_row_applies_each_variants_overrides(root):
+    from iqpfr.config import guidance_by_row, variant
+
+    p = load_params(root / "params.yaml")
+    g = guidance_by_row(p.transformer, p.variants)
+    assert set(g) == {"iqpfr", *p.variants}
+    assert g["iqpfr"] == p.transformer.guidance
+    assert all(g[name] == variant(p, name).transformer.guidance for name in p.variants)

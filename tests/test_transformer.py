@@ -189,3 +189,54 @@ def test_ddp_gradients_match_single_process(tmp_path):
     single.train_step()
     for a, b in zip(ddp, single.params):
         torch.testing.assert_close(a, b.grad, rtol=1e-3, atol=1e-6)
+
+
+def _guided_restorer(seed=0):
+    torch.manual_seed(seed)
+    cfg = TransformerConfig(latent_size=16, emb_dim=16, codebook_size=32, n_layers=1, n_heads=2, d_model=16, d_ff=32,
+                            null_bin=True)
+    m = QualityRestorer(DualCodebookVQGAN(V), cfg).eval()
+    torch.nn.init.normal_(m.transformer.score_map, std=0.5)  # a trained-looking embedding: every bin differs
+    return m
+
+
+def test_guidance_interpolates_between_no_score_and_score():
+    m = _guided_restorer()
+    assert m.transformer.score_map.shape[0] == 11  # the ten bins and "no score"
+    z, bins = torch.randn(2, 16, 16, 16), torch.tensor([0, 9])
+    none = torch.full_like(bins, 10)
+    with torch.no_grad():
+        plain = m.transformer(m.transformer.condition(z, bins), bins)
+        uncond = m.transformer(m.transformer.condition(z, none), none)
+        for w in (0.0, 1.0, 3.0):
+            lc, lh = m.guided_logits(z, bins, w)
+            torch.testing.assert_close(lc, uncond[0] + w * (plain[0] - uncond[0]))
+            torch.testing.assert_close(lh, uncond[1] + w * (plain[1] - uncond[1]))
+        torch.testing.assert_close(m.guided_logits(z, bins, 1.0)[0], plain[0], rtol=0, atol=0)
+
+
+def test_guidance_changes_outputs_and_model_default_is_used():
+    m = _guided_restorer()
+    x = torch.rand(2, 3, 32, 32)
+    assert not torch.equal(m.restore(x, 0.05, guidance=4.0), m.restore(x, 0.05, guidance=1.0))
+    m.guidance = 4.0
+    assert torch.equal(m.restore(x, 0.05), m.restore(x, 0.05, guidance=4.0))
+
+
+def test_guidance_without_a_no_score_bin_is_refused():
+    m = _restorer()
+    with pytest.raises(ValueError, match="score dropout"):
+        m.restore(torch.rand(1, 3, 32, 32), 0.95, guidance=2.0)
+    with pytest.raises(ValueError, match="null_bin needs a score-conditioned model"):
+        TransformerConfig(latent_size=16, emb_dim=16, codebook_size=32, n_layers=1, n_heads=2, d_model=16, d_ff=32,
+                          conditioning="none", null_bin=True)
+
+
+def test_score_dropout_mask_is_seeded_and_has_its_rate():
+    a = conditioned.score_dropout_mask(7, 4000, 0.15, seed=3)
+    assert torch.equal(a, conditioned.score_dropout_mask(7, 4000, 0.15, seed=3))
+    assert not torch.equal(a, conditioned.score_dropout_mask(8, 4000, 0.15, seed=3))
+    assert abs(a.float().mean().item() - 0.15) < 0.03
+    # two processes' shares interleave into the global batch's decisions
+    halves = [conditioned.score_dropout_mask(7, 4000, 0.15, 3, rank, 2) for rank in (0, 1)]
+    assert torch.equal(torch.stack(halves, 1).flatten(), a)

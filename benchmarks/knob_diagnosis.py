@@ -10,6 +10,9 @@ If the outputs of the two groups differ more between groups (same S) than within
 the Transformer reads the quality off the LQ, which shows the GT's flaws, and S adds little.
 
     python benchmarks/knob_diagnosis.py                 # after dvc repro; --guidance W to compare
+
+The model's raw (not EMA) weights are used; with the default `stage2.ema_decay: 0.0` they are the
+same.
 """
 from __future__ import annotations
 

@@ -181,3 +181,27 @@ def test_guidance_sweep_measures_every_w_on_a_guided_model(root):
     assert t["guidance"].tolist() == [1.0, 3.0]
     assert ((t.filter(like="ssim_oracle") > -1) & (t.filter(like="ssim_oracle") <= 1)).all().all()
     assert t["reach"].tolist() == pytest.approx((t["ssim_oracle_S0.95"] - t["ssim_oracle_S0.05"]).tolist())
+
+
+def test_knob_diagnosis_reports_every_measure_of_a_group(root):
+    from iqpfr.transformer import QualityRestorer, TransformerConfig
+    from iqpfr.vqgan import DualCodebookVQGAN, VQGANConfig
+
+    spec = importlib.util.spec_from_file_location("knob_diagnosis", root / "benchmarks" / "knob_diagnosis.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    v = VQGANConfig(resolution=32, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), emb_dim=16,
+                    codebook_size=32, disc_nf=8, disc_layers=2, fusion_heads=2)
+    cfg = TransformerConfig(latent_size=16, emb_dim=16, codebook_size=32, n_layers=1, n_heads=2, d_model=16, d_ff=32)
+    model = QualityRestorer(DualCodebookVQGAN(v), cfg).eval()
+    gts, oracle, lq = torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32), torch.rand(3, 3, 32, 32)
+    idx = torch.randint(0, 32, (3, 256))
+
+    def true_quality(x, ref):
+        return (1 - (x - ref).abs().mean((1, 2, 3))).numpy()
+
+    row = mod.diagnose(model, gts, oracle, idx, idx, lq, true_quality)
+    assert row["n"] == 3 and row["gt"] == pytest.approx(true_quality(gts, oracle).mean())
+    assert {f"out_S{s}" for s in mod.SCORES} | {"acc_c_S0.05", "acc_c_S0.95", "target_decoded", "lq"} <= set(row)
+    assert all(0 <= row[k] <= 1 for k in ("acc_c_S0.05", "acc_c_S0.95"))

@@ -171,11 +171,15 @@ def case_default_restore(args) -> dict:
     from iqpfr.pipeline import TESTSET
 
     trained = (ROOT / STAGE2).exists()
+    guidance = 1.0
     if trained:
         old = Path.cwd()
         os.chdir(ROOT)
         try:
-            model = load_restorer(STAGE2)[0]
+            from iqpfr.config import load_params
+
+            guidance = load_params("params.yaml").transformer.guidance  # as the evaluation runs the model
+            model = load_restorer(STAGE2, guidance=guidance)[0]
             from iqpfr.evaluate import load_set
 
             x = load_set(TESTSET / "pairs")["lq"][: args.faces * 8] if (TESTSET / "pairs").exists() else None
@@ -189,7 +193,7 @@ def case_default_restore(args) -> dict:
         x = torch.rand(args.faces * 8, 3, r, r, generator=torch.Generator().manual_seed(0))
     rows = restore_case(model, x, batch=16, repeats=args.repeats, use_compile=args.compile, trained=True)
     return {"weights": "trained (models/stage2)" if trained else "random (no trained checkpoint here)",
-            "resolution": int(x.shape[-1]), "faces": len(x), "batch": 16, "variants": rows}
+            "guidance": guidance, "resolution": int(x.shape[-1]), "faces": len(x), "batch": 16, "variants": rows}
 
 
 def case_paper_restore(args) -> dict:

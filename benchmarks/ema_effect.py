@@ -14,27 +14,25 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iqpfr import evaluate, runtime  # noqa: E402
+from iqpfr import runtime  # noqa: E402
 from iqpfr.conditioned import load_restorer  # noqa: E402
 from iqpfr.evaluate import load_set  # noqa: E402
 from iqpfr.pipeline import TESTSET, WORLD, _load_stack  # noqa: E402
 from iqpfr.train import load_stage1_model  # noqa: E402
 
+from benchmarks.guidance import mean_ssim  # noqa: E402
 from benchmarks.stage1_design import holdout_figures  # noqa: E402
 
 
 @torch.no_grad()
 def oracle_ssim(model, lq: torch.Tensor, oracle: torch.Tensor, score: float) -> float:
     """Mean SSIM to the oracle of model.restore(lq) at `score`; lq, oracle (N, 3, R, R) in [0,1]."""
-    out = model.restore(lq, score=score)
-    return float(np.mean([evaluate.ssim(a.permute(1, 2, 0).numpy(), o.permute(1, 2, 0).numpy())
-                          for a, o in zip(out, oracle)]))
+    return mean_ssim(model.restore(lq, score=score), oracle)
 
 
 def main() -> None:

@@ -77,12 +77,11 @@ def _input(x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def _codes(model, x: torch.Tensor, score: float = 0.95) -> torch.Tensor:
-    """The argmax codes (B, 2, T) the restorer picks for LQ x at quality `score`."""
+    """The argmax codes (B, 2, T) the restorer picks for LQ x at quality `score` (with its guidance)."""
     from iqpfr.transformer import score_to_bin
 
     bins = score_to_bin(torch.full((x.shape[0],), score))
-    z = model.latent(x, bins)
-    lc, lh = model.transformer(z, bins)
+    lc, lh = model.guided_logits(model.encoder(x * 2 - 1), bins, model.guidance)
     return torch.stack([lc.argmax(-1), lh.argmax(-1)], 1)
 
 

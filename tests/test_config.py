@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -152,6 +153,20 @@ def test_seed_params_shorten_and_reseed(root):
     r = seed_params(p, "iqpfr", 1)
     assert r.stage2.quality_start == round(p.stage2.quality_start * p.seeds.steps / p.stage2.steps)
     assert r.transformer == p.transformer
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.9, 0.995])
+def test_seed_params_scale_the_ema_to_the_same_fractions_of_training(root, decay):
+    from iqpfr.conditioned import seed_params
+
+    p = load_params(root / "params.yaml")
+    p = replace(p, stage2=replace(p.stage2, ema_decay=decay, steps=500), seeds=replace(p.seeds, steps=100))
+    d = seed_params(p, "iqpfr", 1).stage2.ema_decay
+    if decay == 0.0:
+        assert d == 0.0  # raw weights stay raw
+    else:
+        assert 0.0 < d < decay
+        assert d ** 100 == pytest.approx(decay ** 500, rel=1e-9)  # the step-1 weights keep the same share
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -295,13 +295,10 @@ def load_targets(n: int, task: Task = FACE) -> dict:
     return t
 
 
-def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: VqganParams, tp: TransformerParams,
-                      s2: Stage2Config, progress=print, checkpoint: Path | None = None,
-                      log_csv: Path | None = None, task: Task = FACE) -> dict:
-    """Train (or resume) stage II of a task; torchrun-aware. Writes `checkpoint` (default: the
-    task's stage-II file) and the log CSV (default: <task metrics>/train_conditioned_log.csv)."""
-    checkpoint = checkpoint or task.stage2
-    log_csv = log_csv or task.metrics / "train_conditioned_log.csv"
+def stage2_trainer(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: VqganParams, tp: TransformerParams,
+                   s2: Stage2Config, checkpoint: Path, progress=print, task: Task = FACE) -> Stage2Trainer:
+    """The stage-II trainer of a task (its stage I, GTs, scores, latent targets, LQ source and, with
+    a quality loss, its prior), resumed from `checkpoint` when that is compatible, else fresh."""
     d = setup_distributed()
     stage1, _ = load_stage1_model(task.stage1, expect=vqgan_config(data_cfg, vqgan))
     stage1 = stage1.to(d.device)
@@ -326,8 +323,18 @@ def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: V
         model = QualityRestorer(stage1, transformer_config(data_cfg, vqgan, tp)).to(d.device)
         return Stage2Trainer(model, settings, images, targets, scores, lq, q, d, inputs)
 
-    trainer = resume_or_restart(fresh, checkpoint, progress)
-    model = trainer.m
+    return resume_or_restart(fresh, checkpoint, progress)
+
+
+def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: VqganParams, tp: TransformerParams,
+                      s2: Stage2Config, progress=print, checkpoint: Path | None = None,
+                      log_csv: Path | None = None, task: Task = FACE) -> dict:
+    """Train (or resume) stage II of a task; torchrun-aware. Writes `checkpoint` (default: the
+    task's stage-II file) and the log CSV (default: <task metrics>/train_conditioned_log.csv)."""
+    checkpoint = checkpoint or task.stage2
+    log_csv = log_csv or task.metrics / "train_conditioned_log.csv"
+    trainer = stage2_trainer(data_cfg, degrade_cfg, vqgan, tp, s2, checkpoint, progress, task)
+    model, d = trainer.m, trainer.d
     t0, start = time.time(), trainer.step
     log = trainer.train(checkpoint=checkpoint, progress=lambda r: progress(
         f"step {r['step']:5d}  loss {r['loss']:.3f}  ce C {r['ce_c']:.3f} H {r['ce_h']:.3f}  feat {r['feat']:.4f}  "

@@ -1,7 +1,9 @@
 """The colour task: the colour degradation preset, colour flaws with known true quality,
-colourfulness, the task on the face task's stage I, and a tiny-profile run of notebook 06."""
+colourfulness, the task on the face task's stage I, a tiny-profile run of notebook 06 and of
+benchmarks/colour_budget.py."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from iqpfr import cli, colour, pipeline, task, truequality
-from iqpfr.config import load_params
+from iqpfr.config import load_params, task_params
 from iqpfr.degrade import PRESETS, DegradeRanges, degrade
 from iqpfr.synthfaces import render_face
 from iqpfr.world import QualityDistribution
@@ -102,3 +104,21 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
         assert {"ciede2000_oracle", "colourfulness", "true_quality", "psnr_gt", "S"} <= set(m[row])
     assert m["gray_lq"]["colourfulness"] == pytest.approx(0.0)
     assert "prior_spearman_val" in m and -1 <= m["spearman_S_vs_output_score"] <= 1
+    # benchmarks/colour_budget.py: a snapshot at step k of a longer run is the k-step run the stages train
+    spec = importlib.util.spec_from_file_location("colour_budget", Path(__file__).parents[1] / "benchmarks" / "colour_budget.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cp = task_params(p, "colour")
+    steps, baseline = cp.stage2.steps, task.COLOUR.variants / p.colour.baseline / "restorer.pt"
+    paths = bench.snapshot_rows(p, {"baseline_plus": "main", "baseline": p.colour.baseline}, steps + 2,
+                                [steps, steps + 2], tmp_path / "snap", progress=lambda *_: None)
+    assert bench.same_weights(paths["baseline_plus", steps], task.COLOUR.stage2)
+    assert bench.same_weights(paths["baseline", steps], baseline)
+    assert not bench.same_weights(paths["baseline", steps + 2], baseline)
+    r = bench.evaluate_snapshot(paths["baseline_plus", steps], paths["baseline", steps], tmp_path / "snap",
+                                p.evaluation.score, cp.transformer.guidance)
+    assert r["baseline_plus_ciede2000_oracle"] == pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
+    assert r["baseline_ciede2000_oracle"] == pytest.approx(m["baseline"]["ciede2000_oracle"])
+    assert r["low"] <= r["diff"] <= r["high"]
+    c = bench.ceiling(task.COLOUR.stage1, task.COLOUR.testset / "pairs")
+    assert c["pristine_ciede2000_oracle"] == 0.0 and c["pristine_reconstructed_ciede2000_oracle"] > 0.0

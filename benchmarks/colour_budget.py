@@ -1,0 +1,155 @@
+"""The colour task (notebook 06): what limits its rows, and what training budget would change it.
+
+Two measurements on the colour task's own data, after `dvc repro`:
+
+1. **The ceiling of the frozen stage I.** The colour task restores through the face task's stage I.
+   The colour test set's pristine faces and GTs, encoded and decoded with the common codebook
+   (lambda = 0), bound what any code prediction can give: their CIEDE2000 to the pristine face and
+   their colourfulness against the originals'.
+2. **The training-length curve.** The task's unconditioned baseline and Baseline+ trained exactly as
+   the pipeline trains them (params.yaml with `colour.overrides`: same seeds, data and settings) for
+   up to --steps steps and snapshotted at each step of --at. Each snapshot is evaluated as notebook 06
+   evaluates the pipeline's models (`enhancement.run` at evaluation.score). The stage-II loop has no
+   learning-rate schedule and draws each batch from (seed, step), so the snapshot at step k is the
+   k-step run; at the pipeline's own length the snapshot is checked against the pipeline's models.
+
+    python benchmarks/colour_budget.py                  # 200 .. 1000 steps: ~25 min on 2 cores
+    python benchmarks/colour_budget.py --steps 400 --at 200 400
+
+Writes reports/metrics/colour_budget.csv (one row per snapshot) and reports/metrics/colour_ceiling.json;
+notebook 06 shows both. Not a pipeline stage: it trains models of its own in a temporary folder.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from iqpfr import colour, enhancement, runtime, truequality  # noqa: E402
+from iqpfr.codebook import reconstruct  # noqa: E402
+from iqpfr.conditioned import load_restorer, stage2_trainer  # noqa: E402
+from iqpfr.config import load_params, task_params, variant  # noqa: E402
+from iqpfr.pipeline import _load_stack  # noqa: E402
+from iqpfr.task import COLOUR  # noqa: E402
+from iqpfr.train import load_stage1_model  # noqa: E402
+
+
+def _hwc(x: torch.Tensor) -> np.ndarray:
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+@torch.no_grad()
+def ceiling(stage1_path: Path, testset: Path) -> dict:
+    """CIEDE2000 to the pristine face and colourfulness of the pristine faces and the GTs of a colour
+    test set, as they are and reconstructed by stage I with the common codebook (lambda = 0)."""
+    model, _ = load_stage1_model(stage1_path)
+    model.eval()
+    gt, _ = _load_stack(testset, "hq_file")
+    clean, _ = _load_stack(testset, "oracle_file")
+    out = {"n": len(gt)}
+    for name, x in {"pristine": clean, "gt": gt}.items():
+        rec = torch.cat([reconstruct(model, x[i:i + 64], 0.0) for i in range(0, len(x), 64)])
+        for tag, im in {name: x, f"{name}_reconstructed": rec}.items():
+            a, c = _hwc(im), _hwc(clean)
+            out[f"{tag}_ciede2000_oracle"] = float(np.mean([truequality.ciede2000(u, v) for u, v in zip(a, c)]))
+            out[f"{tag}_colourfulness"] = float(np.mean([colour.colourfulness(u) for u in a]))
+    return out
+
+
+def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: Path, progress=print):
+    """Train each row (name -> "main" or a variant name of the colour task's params) to `steps`,
+    saving its checkpoint at every step in `at` as tmp/<k>/<name>.pt -> {(name, k): path}."""
+    paths = {}
+    for name, which in rows.items():
+        p = task_params(params, "colour")
+        p = p if which == "main" else variant(p, which)
+        s2 = replace(p.stage2, steps=steps, checkpoint_every=steps, log_every=max(steps // 10, 1))
+        trainer = stage2_trainer(p.data, p.degrade, p.vqgan, p.transformer, s2, tmp / f"{name}.run.pt", progress, COLOUR)
+        t0 = time.time()
+        for k in at:
+            trainer.train(until=k)
+            path = tmp / str(k) / f"{name}.pt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save(path)
+            paths[name, k] = path
+            progress(f"{name}: step {k} ({time.time() - t0:.0f} s)")
+    return paths
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """Whether two stage-II checkpoints hold bit-identical EMA weights."""
+    wa, wb = (torch.load(p, map_location="cpu", weights_only=True)["ema"] for p in (a, b))
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def evaluate_snapshot(main: Path, baseline: Path, tmp: Path, score: float, guidance: float) -> dict:
+    """Notebook 06's measures of one snapshot pair: per-row means, the Baseline+ - baseline CIEDE2000
+    interval and the grayscale colourfulness ratio."""
+    models = tmp / "task"  # the colour task with its own data, prior and stage I, and this baseline
+    (models / "variants" / "baseline").mkdir(parents=True, exist_ok=True)
+    for link, target in {models / "prior": COLOUR.models / "prior",
+                         models / "variants" / "baseline" / "restorer.pt": baseline}.items():
+        link.unlink(missing_ok=True)
+        link.symlink_to(target.resolve())
+    ev = enhancement.run(replace(COLOUR, models=models), enhancement.COLOUR, main, "baseline", score,
+                         sweep_count=32, grid_count=0, guidance=guidance)
+    s = ev["summary"]
+    c = ev["claims"]
+    first = c[(c["a"] == "baseline_plus") & (c["b"] == "baseline") & (c["metric"] == "ciede2000_oracle")].iloc[0]
+    return {"baseline_ciede2000_oracle": s["baseline"]["ciede2000_oracle"],
+            "baseline_plus_ciede2000_oracle": s["baseline_plus"]["ciede2000_oracle"],
+            "lq_ciede2000_oracle": s["lq"]["ciede2000_oracle"],
+            "diff": first["diff"], "low": first["low"], "high": first["high"], "verdict": first["verdict"],
+            "baseline_plus_gray_ciede2000_oracle": s["baseline_plus_gray"]["ciede2000_oracle"],
+            "gray_lq_ciede2000_oracle": s["gray_lq"]["ciede2000_oracle"],
+            "gray_colourfulness_ratio_to_gt": s["baseline_plus_gray"]["colourfulness"] / s["gt"]["colourfulness"],
+            "baseline_plus_true_quality": s["baseline_plus"]["true_quality"],
+            "spearman_S_vs_true_quality": ev["spearman_S_vs_true_quality"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--at", type=int, nargs="+", default=[200, 400, 600, 1000])
+    ap.add_argument("--out", default=str(ROOT / "reports/metrics/colour_budget.csv"))
+    args = ap.parse_args()
+    if sorted(args.at) != args.at or args.at[-1] > args.steps or args.at[0] < 1:
+        sys.exit(f"--at must be increasing steps within 1..{args.steps}, got {args.at}")
+    os.chdir(ROOT)  # the tasks' paths are relative to the repository
+    runtime.configure()
+    params = load_params(ROOT / "params.yaml")
+    cp = task_params(params, "colour")
+    cei = ceiling(COLOUR.stage1, COLOUR.testset / "pairs")
+    print(json.dumps(cei, indent=1))
+    (ROOT / "reports/metrics/colour_ceiling.json").write_text(json.dumps(cei, indent=1) + "\n")
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        paths = snapshot_rows(params, {"baseline_plus": "main", "baseline": params.colour.baseline}, args.steps, args.at, tmp)
+        own = cp.stage2.steps
+        if own in args.at:  # the claim that a snapshot is the shorter run, checked against the pipeline's models
+            same = (same_weights(paths["baseline_plus", own], COLOUR.stage2)
+                    and same_weights(paths["baseline", own], COLOUR.variants / params.colour.baseline / "restorer.pt"))
+            print(f"snapshot at step {own} equals the pipeline's {own}-step models: {same}")
+        rows = []
+        for k in args.at:
+            r = evaluate_snapshot(paths["baseline_plus", k], paths["baseline", k], tmp, params.evaluation.score,
+                                  cp.transformer.guidance)
+            rows.append({"steps": k, **r})
+            print(pd.DataFrame(rows).round(4).to_string(index=False))
+    pd.DataFrame(rows).to_csv(args.out, index=False, float_format="%.6g")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,8 +15,13 @@ Two measurements on the colour task's own data, after `dvc repro`:
 
     python benchmarks/colour_budget.py                  # 200 .. 1000 steps: ~25 min on 2 cores
     python benchmarks/colour_budget.py --steps 400 --at 200 400
+    python benchmarks/colour_budget.py --true-scores    # Baseline+ on the GTs' true quality (an oracle prior)
 
-Writes reports/metrics/colour_budget.csv (one row per snapshot) and reports/metrics/colour_ceiling.json;
+With --true-scores Baseline+ learns its score bins from the GTs' true colour quality instead of the
+learned prior's S: whether a prior that ranked colour perfectly would let Baseline+ win.
+
+Writes reports/metrics/colour_budget.csv (one row per snapshot; colour_budget_true_scores.csv with
+--true-scores) and reports/metrics/colour_ceiling.json;
 notebook 06 shows both. Not a pipeline stage: it trains models of its own in a temporary folder.
 """
 from __future__ import annotations
@@ -68,15 +73,20 @@ def ceiling(stage1_path: Path, testset: Path) -> dict:
     return out
 
 
-def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: Path, progress=print):
+def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: Path, progress=print,
+                  true_scores: bool = False):
     """Train each row (name -> "main" or a variant name of the colour task's params) to `steps`,
-    saving its checkpoint at every step in `at` as tmp/<k>/<name>.pt -> {(name, k): path}."""
+    saving its checkpoint at every step in `at` as tmp/<k>/<name>.pt -> {(name, k): path}.
+    `true_scores`: condition on the GTs' true colour quality instead of the prior's S (an oracle
+    score that only the synthetic world has: what a prior that ranked colour perfectly would give)."""
     paths = {}
     for name, which in rows.items():
         p = task_params(params, "colour")
         p = p if which == "main" else variant(p, which)
         s2 = replace(p.stage2, steps=steps, checkpoint_every=steps, log_every=max(steps // 10, 1))
         trainer = stage2_trainer(p.data, p.degrade, p.vqgan, p.transformer, s2, tmp / f"{name}.run.pt", progress, COLOUR)
+        if true_scores:  # the trainer draws each GT's bin from `scores` (N,) in [0, 1], aligned with its images
+            trainer.scores = torch.tensor(trainer.images.frame["true_quality"].to_numpy()).float()
         t0 = time.time()
         for k in at:
             trainer.train(until=k)
@@ -123,8 +133,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--at", type=int, nargs="+", default=[200, 400, 600, 1000])
-    ap.add_argument("--out", default=str(ROOT / "reports/metrics/colour_budget.csv"))
+    ap.add_argument("--true-scores", action="store_true",
+                    help="Baseline+ conditioned on the GTs' true colour quality instead of the prior's S")
+    ap.add_argument("--out", default=None, help="default: reports/metrics/colour_budget[_true_scores].csv")
     args = ap.parse_args()
+    out = Path(args.out or ROOT / f"reports/metrics/colour_budget{'_true_scores' if args.true_scores else ''}.csv")
     if sorted(args.at) != args.at or args.at[-1] > args.steps or args.at[0] < 1:
         sys.exit(f"--at must be increasing steps within 1..{args.steps}, got {args.at}")
     os.chdir(ROOT)  # the tasks' paths are relative to the repository
@@ -136,9 +149,10 @@ def main() -> None:
     (ROOT / "reports/metrics/colour_ceiling.json").write_text(json.dumps(cei, indent=1) + "\n")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        paths = snapshot_rows(params, {"baseline_plus": "main", "baseline": params.colour.baseline}, args.steps, args.at, tmp)
+        paths = snapshot_rows(params, {"baseline_plus": "main", "baseline": params.colour.baseline}, args.steps, args.at, tmp,
+                              true_scores=args.true_scores)
         own = cp.stage2.steps
-        if own in args.at:  # the claim that a snapshot is the shorter run, checked against the pipeline's models
+        if own in args.at and not args.true_scores:  # the claim that a snapshot is the shorter run, checked against the pipeline's models
             same = (same_weights(paths["baseline_plus", own], COLOUR.stage2)
                     and same_weights(paths["baseline", own], COLOUR.variants / params.colour.baseline / "restorer.pt"))
             print(f"snapshot at step {own} equals the pipeline's {own}-step models: {same}")
@@ -148,7 +162,7 @@ def main() -> None:
                                   cp.transformer.guidance)
             rows.append({"steps": k, **r})
             print(pd.DataFrame(rows).round(4).to_string(index=False))
-    pd.DataFrame(rows).to_csv(args.out, index=False, float_format="%.6g")
+    pd.DataFrame(rows).to_csv(out, index=False, float_format="%.6g")
 
 
 if __name__ == "__main__":

@@ -115,6 +115,9 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     assert bench.same_weights(paths["baseline_plus", steps], task.COLOUR.stage2)
     assert bench.same_weights(paths["baseline", steps], baseline)
     assert not bench.same_weights(paths["baseline", steps + 2], baseline)
+    oracle = bench.snapshot_rows(p, {"baseline_plus": "main"}, steps, [steps], tmp_path / "oracle",
+                                 progress=lambda *_: None, true_scores=True)  # bins from the GTs' true quality
+    assert not bench.same_weights(oracle["baseline_plus", steps], task.COLOUR.stage2)
     r = bench.evaluate_snapshot(paths["baseline_plus", steps], paths["baseline", steps], tmp_path / "snap",
                                 p.evaluation.score, cp.transformer.guidance)
     assert r["baseline_plus_ciede2000_oracle"] == pytest.approx(m["baseline_plus"]["ciede2000_oracle"])

@@ -10,9 +10,9 @@ If the outputs of the two groups differ more between groups (same S) than within
 the Transformer reads the quality off the LQ, which shows the GT's flaws, and S adds little.
 
     python benchmarks/knob_diagnosis.py                 # after dvc repro; --guidance W to compare
+    python benchmarks/knob_diagnosis.py --raw           # the raw weights instead of their EMA
 
-The model's raw (not EMA) weights are used; with the default `stage2.ema_decay: 0.0` they are the
-same.
+The model restores with its EMA weights, as the pipeline does (`stage2.ema_decay` > 0), unless --raw.
 """
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--guidance", type=float, default=1.0)
     ap.add_argument("--per-group", type=int, default=60)
+    ap.add_argument("--raw", action="store_true", help="the raw weights instead of their EMA")
     args = ap.parse_args()
     runtime.configure()
     params = load_params(ROOT / "params.yaml")
@@ -67,7 +68,7 @@ def main() -> None:
     o, _ = _load_stack(ROOT / FACE.world / "train", "oracle_file")
     bins = pd.read_csv(ROOT / FACE.scores / "train.csv")["bin"].to_numpy()
     targets = load_targets(len(x))
-    model, _ = load_restorer(ROOT / FACE.stage2, ROOT / FACE.stage1, ema=False, guidance=args.guidance)
+    model, _ = load_restorer(ROOT / FACE.stage2, ROOT / FACE.stage1, ema=not args.raw, guidance=args.guidance)
     make, rng = DegradedLQ(degrade_ranges(params.degrade)), np.random.default_rng(5)
     rows = {}
     for name, group in GROUPS.items():
@@ -75,7 +76,7 @@ def main() -> None:
         lq = torch.stack([make(x[i], int(i), False, rng) for i in sel])
         tc, th = (targets[k][sel][:, 0].long().flatten(1) for k in ("idx_c", "idx_h"))
         rows[name] = diagnose(model, x[sel], o[sel], tc, th, lq, FACE.true_quality)
-    print(f"guidance {args.guidance}; true quality = SSIM to the oracle")
+    print(f"guidance {args.guidance}, {'raw' if args.raw else 'EMA'} weights; true quality = SSIM to the oracle")
     print(pd.DataFrame(rows).T.round(3).to_string())
 
 

@@ -13,7 +13,7 @@ Two measurements on the colour task's own data, after `dvc repro`:
    learning-rate schedule and draws each batch from (seed, step), so the snapshot at step k is the
    k-step run; at the pipeline's own length the snapshot is checked against the pipeline's models.
 
-    python benchmarks/colour_budget.py                  # 200 .. 1000 steps: ~25 min on 2 cores
+    python benchmarks/colour_budget.py                  # 200 .. 1000 steps: ~16 min on 2 cores
     python benchmarks/colour_budget.py --steps 400 --at 200 400
     python benchmarks/colour_budget.py --true-scores    # Baseline+ on the GTs' true quality (an oracle prior)
 
@@ -21,8 +21,8 @@ With --true-scores Baseline+ learns its score bins from the GTs' true colour qua
 learned prior's S: whether a prior that ranked colour perfectly would let Baseline+ win.
 
 Writes reports/metrics/colour_budget.csv (one row per snapshot; colour_budget_true_scores.csv with
---true-scores) and reports/metrics/colour_ceiling.json;
-notebook 06 shows both. Not a pipeline stage: it trains models of its own in a temporary folder.
+--true-scores) and reports/metrics/colour_ceiling.json; notebook 06 shows them. Not a pipeline
+stage: it trains models of its own in a temporary folder.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from iqpfr import colour, enhancement, runtime, truequality  # noqa: E402
 from iqpfr.codebook import reconstruct  # noqa: E402
-from iqpfr.conditioned import load_restorer, stage2_trainer  # noqa: E402
+from iqpfr.conditioned import stage2_trainer  # noqa: E402
 from iqpfr.config import load_params, task_params, variant  # noqa: E402
 from iqpfr.pipeline import _load_stack  # noqa: E402
 from iqpfr.task import COLOUR  # noqa: E402
@@ -84,7 +84,8 @@ def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: 
         p = task_params(params, "colour")
         p = p if which == "main" else variant(p, which)
         s2 = replace(p.stage2, steps=steps, checkpoint_every=steps, log_every=max(steps // 10, 1))
-        trainer = stage2_trainer(p.data, p.degrade, p.vqgan, p.transformer, s2, tmp / f"{name}.run.pt", progress, COLOUR)
+        trainer = stage2_trainer(p.data, p.degrade, p.vqgan, p.transformer, s2, tmp / f"{name}.run.pt", progress,
+                                 COLOUR)
         if true_scores:  # the trainer draws each GT's bin from `scores` (N,) in [0, 1], aligned with its images
             trainer.scores = torch.tensor(trainer.images.frame["true_quality"].to_numpy()).float()
         t0 = time.time()
@@ -149,10 +150,10 @@ def main() -> None:
     (ROOT / "reports/metrics/colour_ceiling.json").write_text(json.dumps(cei, indent=1) + "\n")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        paths = snapshot_rows(params, {"baseline_plus": "main", "baseline": params.colour.baseline}, args.steps, args.at, tmp,
-                              true_scores=args.true_scores)
+        rows = {"baseline_plus": "main", "baseline": params.colour.baseline}
+        paths = snapshot_rows(params, rows, args.steps, args.at, tmp, true_scores=args.true_scores)
         own = cp.stage2.steps
-        if own in args.at and not args.true_scores:  # the claim that a snapshot is the shorter run, checked against the pipeline's models
+        if own in args.at and not args.true_scores:  # a snapshot is the shorter run: checked on the pipeline's models
             same = (same_weights(paths["baseline_plus", own], COLOUR.stage2)
                     and same_weights(paths["baseline", own], COLOUR.variants / params.colour.baseline / "restorer.pt"))
             print(f"snapshot at step {own} equals the pipeline's {own}-step models: {same}")

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     rs.add_argument("--hq-weight", type=float, default=None, help="lambda for the HQ+ codes (default: as trained)")
     rs.add_argument("--guidance", type=float, default=1.0,
                     help="classifier-free guidance of the score (models trained with transformer.score_dropout only; "
-                         "the default profile evaluates its model at 3.0; default 1.0: plain conditioning)")
+                         "the evaluation runs a model at params.yaml's transformer.guidance; default 1.0: plain "
+                         "conditioning)")
     rs.add_argument("--fidelity", type=float, default=0.0,
                     help="CodeFormer's fidelity weight w in [0, 1] (imported checkpoints with fusion blocks only; "
                          "default 0, as the IQPFR authors run their model)")

@@ -198,8 +198,8 @@ def restore_faces(model, faces: list[np.ndarray], opts: RestoreOptions, device: 
 # a false detection on the suit's flag 0.12; the project's synthetic faces 0.3-1.0).
 # `--precision auto` for inference follows the training rule: bf16 autocast only on CUDA with bf16
 # and on CPUs with AMX. Measured on this project's CPU (AVX512-bf16, no AMX; `python -m benchmarks`,
-# reports/metrics/bench.json): bf16 is slower (0.85x on the default model, 0.85-0.96x at 512 px) and
-# outside the tolerance (1.9% of the trained default model's codes change; the limit is 1%).
+# reports/metrics/bench.json): bf16 is slower (0.77x on the default model, 0.80x at 512 px) and
+# outside the tolerance (7.2% of the trained default model's guided codes change; the limit is 1%).
 INFERENCE_BF16_FLAGS = CPU_BF16_FLAGS
 # channels_last (NHWC) for inference: 1.34x faster on the default model and 1.24x at 512 px on
 # this CPU, same codes, outputs within 1e-4 (the same benchmark).

@@ -1,10 +1,11 @@
 """`iqpfr` command line: the pipeline's non-notebook stages.
 
 Each stage command reads exactly the params sections declared in STAGES (dvc.yaml lists the
-same sections; a test checks it) and calls the matching function of `iqpfr.pipeline`.
+same sections; a test checks it) and calls the matching function of the package.
 
     iqpfr stage world          # training GTs (synthetic world or ingested folder)
     iqpfr stage iqa_data       # data for the learned NR-IQA prior
+    iqpfr stage iqa_helper     # a helper restorer's labelled outputs for the prior (iqpfr/helper.py)
     iqpfr stage train_prior    # train the learned NR-IQA
     iqpfr stage testset        # seeded LQ/HQ test pairs and real LQ folders
     iqpfr stage latent_targets # code indices of every GT under the frozen stage-I model
@@ -26,13 +27,14 @@ import argparse
 import json
 import sys
 
-from . import codebook, colour, conditioned, pipeline, precision, runtime, task, underwater
+from . import codebook, colour, conditioned, helper, pipeline, precision, runtime, task, underwater
 from .config import ConfigError, load_params, section, task_params
 
 STAGES = {
     "world": (pipeline.build_world, ("data", "capture")),
     "iqa_data": (pipeline.build_iqa_sets, ("data", "capture", "iqa")),
-    "train_prior": (pipeline.train_prior, ("data", "iqa", "prior")),
+    "iqa_helper": (helper.build_helper_set, ("data", "degrade", "vqgan", "helper")),
+    "train_prior": (pipeline.train_prior, ("data", "iqa", "prior", "helper")),
     "testset": (pipeline.build_testset, ("data", "capture", "degrade", "testset")),
     "latent_targets": (codebook.latent_targets, ("data", "vqgan")),
 }

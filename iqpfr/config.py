@@ -120,6 +120,25 @@ class IqaConfig:
 
 
 @dataclass(frozen=True)
+class HelperConfig:
+    """The helper restorer whose labelled outputs join the face prior's training data (iqpfr/helper.py)."""
+
+    steps: int  # its stage-I steps; 0 = no helper (the prior trains on data/iqa alone)
+    batch_size: int
+    lr: float
+    min_quality: float  # it trains on the IQA training images of at least this true quality
+    draws: int  # degraded copies of each IQA training image it restores (outputs = draws x iqa.num_train)
+    seed: int  # its own seed (weights, batches and the degradation of its inputs)
+
+    def validate(self) -> None:
+        _range("helper.steps", self.steps, 0, 10_000_000)
+        _range("helper.batch_size", self.batch_size, 1, 4096)
+        _range("helper.lr", self.lr, 1e-7, 1.0)
+        _range("helper.min_quality", self.min_quality, 0.0, 1.0)
+        _range("helper.draws", self.draws, 1, 100)
+
+
+@dataclass(frozen=True)
 class PriorConfig:
     """The compact learned NR-IQA network and its training."""
 
@@ -416,6 +435,7 @@ class Params:
     testset: TestsetConfig
     iqa: IqaConfig
     prior: PriorConfig
+    helper: HelperConfig
     scoring: ScoringConfig
     vqgan: VqganParams
     stage1: Stage1Config

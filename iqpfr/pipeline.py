@@ -23,8 +23,10 @@ import torch
 
 from . import atomic, data, iqanet, quality
 from .task import FACE, Task
-from .config import CaptureConfig, DataConfig, DegradeConfig, IqaConfig, PriorConfig, ScoringConfig, TestsetConfig
+from .config import (CaptureConfig, DataConfig, DegradeConfig, HelperConfig, IqaConfig, PriorConfig, ScoringConfig,
+                     TestsetConfig)
 from .degrade import CaptureRanges, DegradeRanges
+from .helper import helper_set
 from .world import QualityDistribution
 
 # the face task's layout (iqpfr.task.FACE); other tasks' stages take their Task
@@ -132,10 +134,14 @@ def _load_stack(set_dir: Path, column: str = "file") -> tuple[torch.Tensor, pd.D
     return torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous(), df
 
 
-def train_prior(data_cfg: DataConfig, iqa: IqaConfig, prior: PriorConfig, task: Task = FACE) -> dict:
-    """Stage `train_prior`: fit the learned NR-IQA on the task's labelled sets and record its validation."""
+def train_prior(data_cfg: DataConfig, iqa: IqaConfig, prior: PriorConfig, helper: HelperConfig | None = None,
+                task: Task = FACE) -> dict:
+    """Stage `train_prior`: fit the learned NR-IQA on the task's labelled sets and record its validation.
+    With `helper` (the face task's stage; helper.steps > 0) the helper restorer's labelled outputs
+    (stage `iqa_helper`, data/iqa_helper) join the training split."""
     t0 = time.time()
     torch.manual_seed(prior.seed)
+    extra = None
     if data_cfg.source == "synthetic":
         net = iqanet.IqaNet(iqanet.IqaNetConfig(width=prior.width, mode="regression"))
         x, df = _load_stack(task.iqa / "train")
@@ -144,6 +150,10 @@ def train_prior(data_cfg: DataConfig, iqa: IqaConfig, prior: PriorConfig, task: 
             xe, de = _load_stack(task.iqa / split)
             evals[split] = (xe, de["true_quality"].to_numpy())
         q = torch.tensor(df["true_quality"].to_numpy(), dtype=torch.float32)
+        if helper is not None and helper.steps > 0:
+            extra = helper_set()
+        if extra is not None:
+            x, q = torch.cat([x, extra[0]]), torch.cat([q, torch.tensor(extra[1], dtype=torch.float32)])
         history = iqanet.train_regression(net, x, q, prior.epochs, prior.batch_size, prior.lr, prior.seed, evals)
         result = {"mode": "regression", "spearman_val": history[-1]["spearman_val"],
                   "spearman_unseen": history[-1]["spearman_unseen"],
@@ -158,6 +168,8 @@ def train_prior(data_cfg: DataConfig, iqa: IqaConfig, prior: PriorConfig, task: 
         result = {"mode": "ranking", **{f"rank_spearman_{k}": v for k, v in agree.items()}}
     result.update({"parameters": sum(p.numel() for p in net.parameters()), "epochs": prior.epochs,
                    "train_images": len(x), "resolution": data_cfg.resolution})
+    if helper is not None:
+        result["helper_images"] = 0 if extra is None else len(extra[1])
     result["sha256"] = iqanet.save(task.prior, net, result)  # no timings inside: a rerun writes the same bytes
     result["seconds"] = time.time() - t0
     task.metrics.mkdir(parents=True, exist_ok=True)

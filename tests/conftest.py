@@ -21,7 +21,7 @@ def root() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory) -> Path:
-    """A scratch project on the tiny profile with the world, IQA sets, prior and test set built
+    """A scratch project on the tiny profile with the world, IQA sets, helper set, prior and test set built
     (the CLI stages, as `dvc repro` runs them). Tests must not modify it."""
     from iqpfr import cli
 
@@ -31,7 +31,7 @@ def tiny_project(tmp_path_factory) -> Path:
     old = Path.cwd()
     os.chdir(proj)
     try:
-        for stage in ("world", "iqa_data", "train_prior", "testset"):
+        for stage in ("world", "iqa_data", "iqa_helper", "train_prior", "testset"):
             assert cli.main(["stage", stage]) == 0
     finally:
         os.chdir(old)

@@ -33,6 +33,43 @@ def test_testset_pairs(tiny_project):
 def test_prior_metrics(tiny_project):
     m = json.loads((tiny_project / "reports/metrics/train_prior.json").read_text())
     assert m["mode"] == "regression" and np.isfinite(m["spearman_val"])
+    helper = data.read_manifest(tiny_project / "data/iqa_helper")
+    iqa = data.read_manifest(tiny_project / "data/iqa/train")
+    draws = load_params(tiny_project / "params.yaml").helper.draws
+    assert m["helper_images"] == len(helper) == draws * len(iqa)  # `draws` outputs per IQA training image
+    assert m["train_images"] == len(iqa) + len(helper)
+
+
+def test_helper_set_labels_its_outputs(tiny_project):
+    """The helper's outputs are restorations of the IQA training images (never training GTs),
+    labelled with their own SSIM to the pristine render."""
+    from iqpfr.world import true_quality
+
+    helper = data.read_manifest(tiny_project / "data/iqa_helper")
+    iqa = data.read_manifest(tiny_project / "data/iqa/train").set_index("file")
+    assert helper["true_quality"].between(0, 1).all() and helper["true_quality"].std() > 0
+    row = helper.iloc[1]
+    out = data.load_png(tiny_project / "data/iqa_helper" / row["file"])
+    oracle = data.load_png(tiny_project / "data/iqa/train" / iqa.loc[row["source"], "oracle_file"])
+    assert true_quality(out, oracle) == pytest.approx(row["true_quality"], abs=1e-5)
+    gt = data.load_png(tiny_project / "data/iqa/train" / row["source"])
+    assert not np.array_equal(out, gt)
+
+
+def test_helper_refuses_a_folder_source_and_can_be_off(tiny_project, tmp_path, in_dir):
+    from dataclasses import replace
+
+    from iqpfr import helper
+
+    in_dir(tmp_path)  # the stage writes its metrics under ./reports
+    params = load_params(tiny_project / "params.yaml")
+    with pytest.raises(ValueError, match="helper.steps: 0"):
+        helper.build_helper_set(replace(params.data, source="folder"), params.degrade, params.vqgan, params.helper,
+                                iqa_dir=tiny_project / "data/iqa", out_dir=tmp_path / "h")
+    off = replace(params.helper, steps=0)
+    helper.build_helper_set(params.data, params.degrade, params.vqgan, off, iqa_dir=tiny_project / "data/iqa",
+                            out_dir=tmp_path / "off")
+    assert helper.helper_set(tmp_path / "off") is None
 
 
 def test_score_notebook_smoke(tiny_project, in_dir):
@@ -125,6 +162,11 @@ def test_variants_and_evaluation_notebook(tiny_project, in_dir):
     assert cli.main(["seed", "iqpfr", "99"]) == 2  # not in seeds.extra: a params error
     base, _ = conditioned.load_restorer(conditioned.VARIANTS / "baseline" / "restorer.pt")
     assert base.cfg.codebooks == "common" and base.cfg.conditioning == "none" and base.hq_weight == 0.0
+    from benchmarks import prior_on_outputs  # notebook 04 reads what it writes
+
+    table = prior_on_outputs.main(["--root", str(tiny_project), "--probe", "8"])
+    assert list(table.index) == ["iqa_only", "pipeline", "probe"]
+    assert {"iqpfr", "baseline", "min", "iqa_val"} <= set(table.columns)
     notebook.run("notebooks/04_evaluate.ipynb", "reports/04_evaluate.ipynb", "params.yaml")
     nb = nbformat.read("reports/04_evaluate.ipynb", as_version=4)
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]

@@ -19,7 +19,7 @@ it ranks the outputs weakly, the outputs' remaining quality differences are ones
 of this size sees (fidelity to a face it never saw), and hardening the prior's training data cannot
 reach the threshold.
 
-    python benchmarks/prior_on_outputs.py            # after dvc repro; about 8 minutes on 2 cores
+    python benchmarks/prior_on_outputs.py            # after dvc repro; about 5 minutes on 2 cores
 
 Writes reports/metrics/prior_on_outputs.csv (one row per prior and restorer row).
 """

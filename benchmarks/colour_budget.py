@@ -105,26 +105,29 @@ def same_weights(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def evaluate_snapshot(main: Path, baseline: Path, tmp: Path, score: float, guidance: float) -> dict:
+def evaluate_snapshot(main: Path, baseline: Path, tmp: Path, score: float, guidance: float,
+                      adain: bool = COLOUR.adain) -> dict:
     """Notebook 06's measures of one snapshot pair: per-row means, the Baseline+ - baseline CIEDE2000
-    interval and the grayscale colourfulness ratio."""
+    interval, the grayscale colourfulness ratio and the grayscale claim; `adain`: restore with AdaIN."""
     models = tmp / "task"  # the colour task with its own data, prior and stage I, and this baseline
     (models / "variants" / "baseline").mkdir(parents=True, exist_ok=True)
     for link, target in {models / "prior": COLOUR.models / "prior",
                          models / "variants" / "baseline" / "restorer.pt": baseline}.items():
         link.unlink(missing_ok=True)
         link.symlink_to(target.resolve())
-    ev = enhancement.run(replace(COLOUR, models=models), enhancement.COLOUR, main, "baseline", score,
+    ev = enhancement.run(replace(COLOUR, models=models, adain=adain), enhancement.COLOUR, main, "baseline", score,
                          sweep_count=32, grid_count=0, guidance=guidance)
     s = ev["summary"]
     c = ev["claims"]
     first = c[(c["a"] == "baseline_plus") & (c["b"] == "baseline") & (c["metric"] == "ciede2000_oracle")].iloc[0]
+    gray = c[(c["a"] == "baseline_plus_gray") & (c["b"] == "gray_lq")].iloc[0]
     return {"baseline_ciede2000_oracle": s["baseline"]["ciede2000_oracle"],
             "baseline_plus_ciede2000_oracle": s["baseline_plus"]["ciede2000_oracle"],
             "lq_ciede2000_oracle": s["lq"]["ciede2000_oracle"],
             "diff": first["diff"], "low": first["low"], "high": first["high"], "verdict": first["verdict"],
             "baseline_plus_gray_ciede2000_oracle": s["baseline_plus_gray"]["ciede2000_oracle"],
             "gray_lq_ciede2000_oracle": s["gray_lq"]["ciede2000_oracle"],
+            "gray_diff": gray["diff"], "gray_low": gray["low"], "gray_high": gray["high"], "gray_verdict": gray["verdict"],
             "gray_colourfulness_ratio_to_gt": s["baseline_plus_gray"]["colourfulness"] / s["gt"]["colourfulness"],
             "baseline_plus_true_quality": s["baseline_plus"]["true_quality"],
             "spearman_S_vs_true_quality": ev["spearman_S_vs_true_quality"]}

@@ -70,7 +70,7 @@ def probe_set(params, count: int, seed: int, tmp: Path) -> tuple[torch.Tensor, t
     data.write_synthetic_set(tmp / "hq", "test", count, seed, d.resolution, gt_distribution(params.capture),
                              capture_ranges(params.capture), workers=d.workers)
     data.build_pairs(tmp / "hq", tmp / "pairs", degrade_ranges(params.degrade), seed)
-    lq, frame = _load_stack(tmp / "pairs", "file")
+    lq, _ = _load_stack(tmp / "pairs", "file")
     oracle = torch.stack([torch.from_numpy(data.load_png(tmp / "hq" / f)).permute(2, 0, 1)
                           for f in data.read_manifest(tmp / "hq")["oracle_file"]])
     return lq, oracle

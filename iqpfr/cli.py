@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="classifier-free guidance of the score (models trained with transformer.score_dropout only; "
                          "the evaluation runs a model at params.yaml's transformer.guidance; default 1.0: plain "
                          "conditioning)")
+    rs.add_argument("--adain", action=argparse.BooleanOptionalAction, default=None,
+                    help="AdaIN of the predicted codes to the input's latent statistics (default: the task's: on for "
+                         "face and underwater, off for colour, where it would hand the input's cast or gray back)")
     rs.add_argument("--fidelity", type=float, default=0.0,
                     help="CodeFormer's fidelity weight w in [0, 1] (imported checkpoints with fusion blocks only; "
                          "default 0, as the IQPFR authors run their model)")
@@ -292,6 +295,7 @@ def _restore(args) -> int:
             else args.precision)
     print(f"device {device}, precision {prec}" + (" (auto)" if args.precision == "auto" else ""))
     opts = RestoreOptions(score=args.score, hq_weight=args.hq_weight, fidelity=args.fidelity, guidance=args.guidance,
+                          adain=t.adain if args.adain is None else args.adain,
                           aligned=args.aligned, upscale=args.upscale,
                           batch_size=args.batch_size, device=args.device, precision=prec,
                           suffix=args.suffix, save_comparison=args.save_comparison, detector=args.detector,

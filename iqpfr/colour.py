@@ -24,7 +24,7 @@ sqrt(m_rg^2 + m_yb^2) on 8-bit values, rg = R - G, yb = (R + G) / 2 - B: 0 for a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -166,7 +166,8 @@ def build_sets(data_cfg, iqa, degrade_cfg, col) -> dict:
     prior (unseen: flaws it never trains on); testset/pairs: colour-degraded LQ (the task's
     `degrade` section: face degradations + colour jitter + grayscale) of fresh test GTs with their
     oracles; testset/gray: the same LQ in grayscale (colourisation). `data_cfg`, `iqa` and
-    `degrade_cfg` are the task's sections (overrides applied), `col` params.yaml's `colour` section.
+    `degrade_cfg` are the task's sections (overrides applied), `col` params.yaml's `colour` section;
+    the test LQ are gray with probability `col.test_gray_prob`, not the training's.
     """
     import shutil
     import time
@@ -187,7 +188,10 @@ def build_sets(data_cfg, iqa, degrade_cfg, col) -> dict:
     df = write_set(hq, "test", col.num_test, data_cfg.seed, data_cfg.resolution, gts, "train", data_cfg.workers)
     extra = df[["true_quality"]].copy()
     extra["oracle_file"] = [f"oracle/{Path(f).name}" for f in df["oracle_file"]]
-    pairs = data.build_pairs(hq, task.testset / "pairs", degrade_ranges(degrade_cfg), col.test_seed, extra)
+    # the test LQ's grayscale share is the test set's own (colour.test_gray_prob), so that a training
+    # setting (degrade.gray_prob) never moves the measurement
+    test_ranges = replace(degrade_ranges(degrade_cfg), gray_prob=col.test_gray_prob)
+    pairs = data.build_pairs(hq, task.testset / "pairs", test_ranges, col.test_seed, extra)
     shutil.copytree(hq / "oracle", task.testset / "pairs" / "oracle")
     shutil.rmtree(hq)
     grays = []  # testset/gray: the pairs' LQ in grayscale, with the same GTs and oracles

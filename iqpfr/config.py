@@ -404,12 +404,14 @@ class ColourConfig:
     gts: QualitySpec  # colour-aware true-quality distribution of the training GTs
     num_test: int  # seeded test GTs (colour-degraded LQ, and the same LQ in grayscale)
     test_seed: int
+    test_gray_prob: float  # grayscale share of the test LQ: fixed apart from training's degrade.gray_prob
     baseline: str  # the variant (params `variants`) trained as the unconditioned baseline
     overrides: dict[str, dict]  # section -> {key: value}, sections in TASK_SECTIONS["colour"]
 
     def validate(self) -> None:
         self.gts.validate("colour.gts")
         _range("colour.num_test", self.num_test, 2, 1_000_000)
+        _range("colour.test_gray_prob", self.test_gray_prob, 0.0, 1.0)
         if "resolution" in self.overrides.get("data", {}):
             raise ConfigError("colour.overrides.data.resolution: the colour task reads the face task's stage I, "
                               "so it keeps data.resolution")

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from . import colour, evaluate, quality, truequality, uwmetrics
-from .conditioned import BIN_CENTRES, load_restorer, score_sweep
+from .conditioned import BIN_CENTRES, load_restorer
 from .iqanet import spearman
 from .pipeline import _load_stack
 from .task import Task
@@ -92,6 +92,14 @@ def classical(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
+@torch.no_grad()
+def sweep(model, lq: torch.Tensor, scores, adain: bool, batch: int = 64) -> dict[float, torch.Tensor]:
+    """Restore LQ images (N, 3, R, R) in [0,1] at each requested quality S, with or without AdaIN
+    (the task's `adain`) -> {S: (N, 3, R, R)}."""
+    return {s: torch.cat([model.restore(lq[i:i + batch], s, use_adain=adain) for i in range(0, len(lq), batch)])
+            for s in scores}
+
+
 def measure(x: torch.Tensor, clean: torch.Tensor | None, gt: torch.Tensor, spec: Spec,
             prior_score: Callable[[torch.Tensor], np.ndarray]) -> pd.DataFrame:
     """Per-image table of a row's images (N, 3, R, R) in [0,1]: every metric of `spec` (NaN for
@@ -108,7 +116,8 @@ def run(task: Task, spec: Spec, main: str, baseline: str, score: float = 0.95, s
         grid_count: int = 6, guidance: float = 1.0) -> dict:
     """Evaluate every row of `spec` on the task's test sets; the S sweep of the main model
     (`main`: a checkpoint path, restoring with `guidance`, the task's transformer.guidance); the
-    claims. `baseline` names the variant row "baseline"."""
+    claims. `baseline` names the variant row "baseline". Trained rows restore with AdaIN as the
+    task does (`task.adain`)."""
     t0 = time.time()
     stats = quality.NormStats.load(task.scores / "norm_stats.json")
     prior = {n: quality.make_metric(n, "cpu", task.prior) for n in stats.ensemble}
@@ -129,7 +138,7 @@ def run(task: Task, spec: Spec, main: str, baseline: str, score: float = 0.95, s
     for name, s, kind in spec.rows:
         lq, gt, _ = sets[s]
         images[name] = (lq if kind == "input" else gt if kind == "gt" else classical(lq) if kind == "classical"
-                        else score_sweep(models[kind], lq, [score])[score])
+                        else sweep(models[kind], lq, [score], task.adain)[score])
     tables = {name: measure(images[name], sets[s][2], sets[s][1], spec, prior_score) for name, s, _ in spec.rows}
     summary = {row: evaluate.summarise(t) for row, t in tables.items()}
     directions = {**spec.directions, "S": "higher"}
@@ -142,10 +151,10 @@ def run(task: Task, spec: Spec, main: str, baseline: str, score: float = 0.95, s
                        "mean_b": summary[b][metric], "diff": d["mean"], "low": d["low"], "high": d["high"],
                        "verdict": evaluate.verdict(d, directions[metric])})
     lq, _, clean = sets[spec.sweep_set]
-    sweep = score_sweep(models["main"], lq[:sweep_count])
-    sweep_tq = ([float(task.true_quality(sweep[s], clean[:sweep_count]).mean()) for s in BIN_CENTRES]
+    swept = sweep(models["main"], lq[:sweep_count], BIN_CENTRES, task.adain)
+    sweep_tq = ([float(task.true_quality(swept[s], clean[:sweep_count]).mean()) for s in BIN_CENTRES]
                 if clean is not None else [float("nan")] * len(BIN_CENTRES))
-    sweep_s = [float(prior_score(sweep[s]).mean()) for s in BIN_CENTRES]
+    sweep_s = [float(prior_score(swept[s]).mean()) for s in BIN_CENTRES]
     grid = {name: images[name][:grid_count] for name, _, _ in spec.rows}
     if clean is not None:
         grid["clean"] = clean[:grid_count]

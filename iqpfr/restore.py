@@ -112,6 +112,7 @@ class RestoreOptions:
     hq_weight: float | None = None  # None: the lambda stage I was trained with
     fidelity: float = 0.0  # CodeFormer's w: only models with fusion blocks (imported) accept w > 0
     guidance: float = 1.0  # classifier-free guidance of the score: only models trained with score dropout accept != 1
+    adain: bool = True  # AdaIN of the codes to the input's latent statistics (task.Task.adain: off for colour)
     aligned: bool = True
     upscale: int = 1
     batch_size: int = 8
@@ -187,7 +188,8 @@ def restore_faces(model, faces: list[np.ndarray], opts: RestoreOptions, device: 
                                                      else cv2.INTER_CUBIC)).permute(2, 0, 1) for f in chunk])
         x = x.clamp(0, 1).to(device, memory_format=INFERENCE_MEMORY_FORMAT)
         with precision_context(device, opts.precision):
-            y = model.restore(x, opts.score, opts.hq_weight, fidelity=opts.fidelity, guidance=opts.guidance).float().cpu()
+            y = model.restore(x, opts.score, opts.hq_weight, use_adain=opts.adain, fidelity=opts.fidelity,
+                              guidance=opts.guidance).float().cpu()
         for f, img in zip(chunk, y):
             h, w = f.shape[0] * opts.upscale, f.shape[1] * opts.upscale
             out.append(np.clip(cv2.resize(img.permute(1, 2, 0).numpy(), (w, h), interpolation=cv2.INTER_CUBIC), 0, 1))
@@ -393,7 +395,8 @@ def enhance_tiled(model, img: np.ndarray, opts: RestoreOptions, device: torch.de
         t = torch.stack([torch.from_numpy(np.ascontiguousarray(x[y:y + r, x0:x0 + r])).permute(2, 0, 1) for y, x0 in chunk])
         with precision_context(device, opts.precision):
             out = model.restore(t.to(device, memory_format=INFERENCE_MEMORY_FORMAT), opts.score,
-                                opts.hq_weight, guidance=opts.guidance).float().cpu().permute(0, 2, 3, 1).numpy()
+                                opts.hq_weight, use_adain=opts.adain,
+                                guidance=opts.guidance).float().cpu().permute(0, 2, 3, 1).numpy()
         for (y, x0), o in zip(chunk, out):
             acc[y:y + r, x0:x0 + r] += o * weight
             norm[y:y + r, x0:x0 + r] += weight

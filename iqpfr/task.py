@@ -10,7 +10,7 @@ take a `Task` and never ask which one it is.
     colour      data/colour/, models/colour/, reports/metrics/colour/; colour-aware true quality;
                 LQ made on the fly (face degradations + colour jitter + grayscale); no stage I of
                 its own: it reads the face task's (`shared_stage1`), as the authors' colour
-                enhancement reuses the restoration codebook.
+                enhancement reuses the restoration codebook. Restores without AdaIN (`adain`).
 
 A task's settings are the params file with its `overrides` applied (`config.task_params`); its
 world is built by its own module (`world`/`data` for faces, `underwater` for underwater).
@@ -36,6 +36,11 @@ class Task:
     paired_lq: bool  # True: the LQ of training GT i is stored beside it (column raw_file)
     whole_images: bool  # True: `iqpfr restore` enhances whole images in tiles (else: aligned faces)
     shared_stage1: Path | None = None  # another task's stage-I checkpoint, read (never trained) by this one
+    # Inference: AdaIN of the predicted codes to the LQ latent's channel statistics (CodeFormer's
+    # default, kept for faces and underwater). Those statistics carry the input's global colour, so
+    # for colour enhancement AdaIN hands the cast (or the gray) of the input back to the output:
+    # measured by benchmarks/colour_design.py (notebook 06), the colour task restores without it.
+    adain: bool = True
 
     @property
     def world(self) -> Path:
@@ -83,7 +88,7 @@ FACE = Task("face", Path("data"), Path("models"), Path("reports/metrics"), "luma
 UNDERWATER = Task("underwater", Path("data/underwater"), Path("models/underwater"), Path("reports/metrics/underwater"),
                   "colour", paired_lq=True, whole_images=True)
 COLOUR = Task("colour", Path("data/colour"), Path("models/colour"), Path("reports/metrics/colour"), "colour",
-              paired_lq=False, whole_images=False, shared_stage1=FACE.stage1)
+              paired_lq=False, whole_images=False, shared_stage1=FACE.stage1, adain=False)
 TASKS = {t.name: t for t in (FACE, UNDERWATER, COLOUR)}
 
 

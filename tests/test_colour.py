@@ -91,13 +91,17 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     proj = tmp_path / "p"
     shutil.copytree(tiny_project, proj)
     in_dir(proj)
+    text = Path("params.yaml").read_text()  # every test LQ gray, whatever training's degrade.gray_prob (0.1)
+    Path("params.yaml").write_text(text.replace("test_gray_prob: 0.1 ", "test_gray_prob: 1.0 "))
     p = load_params("params.yaml")
+    assert p.colour.test_gray_prob == 1.0 and task_params(p, "colour").degrade.gray_prob == 0.1
     pipeline.score_dataset(p.data, p.scoring)  # the face task's scores, for its stage I's gate
     assert cli.main(["train", "stage1"]) == 0
     for stage in ("world", "train_prior", "score", "latent_targets", "stage2", "variant"):
         assert cli.main(["task", "colour", stage]) == 0, stage
-    gray = np.stack([np.asarray(cv2.imread(str(f))) for f in sorted(Path("data/colour/testset/gray/lq").glob("*.png"))])
-    assert (gray[..., 0] == gray[..., 1]).all()
+    for folder in ("gray", "pairs"):  # the test set's own grayscale share (1.0 here), not training's
+        lq = np.stack([np.asarray(cv2.imread(str(f))) for f in sorted(Path(f"data/colour/testset/{folder}/lq").glob("*.png"))])
+        assert (lq[..., 0] == lq[..., 1]).all() and (lq[..., 1] == lq[..., 2]).all(), folder
     run("notebooks/06_colour.ipynb", "reports/06_colour.ipynb")
     m = json.loads(Path("reports/metrics/colour.json").read_text())
     for row in ("lq", "gray_lq", "baseline", "baseline_plus"):
@@ -123,5 +127,16 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     assert r["baseline_plus_ciede2000_oracle"] == pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
     assert r["baseline_ciede2000_oracle"] == pytest.approx(m["baseline"]["ciede2000_oracle"])
     assert r["low"] <= r["diff"] <= r["high"]
+    # benchmarks/colour_design.py: its row at the params' gray share is the pipeline's models, restored
+    # without AdaIN as the task restores (the notebook's numbers) and, differently, with it
+    spec = importlib.util.spec_from_file_location("colour_design", Path(__file__).parents[1] / "benchmarks" / "colour_design.py")
+    design = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(design)
+    d = design.main(["--root", str(proj), "--gray", "0.1", "0.5", "--out", str(tmp_path / "design.csv")])
+    assert len(d) == 4 and set(d["gray_prob"]) == {0.1, 0.5} and d["pipeline"].sum() == 2
+    own = d[d["pipeline"]].set_index("adain")
+    assert own.loc[False, "baseline_plus_ciede2000_oracle"] == pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
+    assert own.loc[True, "baseline_plus_ciede2000_oracle"] != pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
+    in_dir(proj)
     c = bench.ceiling(task.COLOUR.stage1, task.COLOUR.testset / "pairs")
     assert c["pristine_ciede2000_oracle"] == 0.0 and c["pristine_reconstructed_ciede2000_oracle"] > 0.0

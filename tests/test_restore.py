@@ -216,3 +216,17 @@ def test_bundle_round_trip_and_strict_errors(ckpts, model, tmp_path, capsys):
                      "--checkpoint", str(bundle)]) == 0
     assert cli.main(["export", "-o", str(tmp_path / "x.pt"), "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_adain_follows_the_task_unless_asked(ckpts, tmp_path):
+    """AdaIN is on for faces and off for colour enhancement (task.Task.adain); --adain/--no-adain override."""
+    _faces_folder(tmp_path / "in")
+    face = tmp_path / "in" / "face0.png"
+    outs = {}
+    for name, extra in {"face": [], "face_off": ["--no-adain"], "colour": ["--task", "colour"],
+                        "colour_on": ["--task", "colour", "--adain"]}.items():
+        assert cli.main(["restore", str(face), "-o", str(tmp_path / name), "--aligned", "--checkpoint", str(ckpts[0]),
+                         "--stage1", str(ckpts[1]), *extra]) == 0
+        outs[name] = np.asarray(Image.open(tmp_path / name / "face0.png"))
+    assert np.array_equal(outs["face"], outs["colour_on"]) and np.array_equal(outs["face_off"], outs["colour"])
+    assert not np.array_equal(outs["face"], outs["colour"])

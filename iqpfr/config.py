@@ -218,7 +218,7 @@ class Stage1Config:
     restart_every: int  # move codes unused for this many steps onto batch encoder outputs (0 = never)
     precision: str  # "auto" (bf16 where the CPU/GPU has native bf16, else fp32), "fp32" or "bf16"
     ema_decay: float  # EMA of the generator's weights
-    perceptual: str  # "lpips" (VGG, needs its weights), "ssim" (pyiqa, training-free) or "none"
+    perceptual: str  # "lpips" (VGG, needs its weights), "ssim" (SSIM on luma, training-free) or "none"
     perceptual_weight: float
     gan_start: int  # step at which the adversarial loss switches on
     gan_weight: float  # scale of the adaptive adversarial weight

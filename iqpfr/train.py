@@ -461,16 +461,11 @@ def write_log_csv(rows: list[dict], path: str | Path) -> None:
 
 
 class _SSIMLoss(nn.Module):
-    """1 - SSIM (pyiqa's, on the Y channel), for images in [0,1]: a training-free structural term."""
-
-    def __init__(self, device):
-        super().__init__()
-        import pyiqa
-
-        self.ssim = pyiqa.create_metric("ssim", as_loss=True, device=device)
+    """1 - SSIM on luma (`losses.ssim_luma`, pyiqa's "ssim" value), batch mean, for images in [0,1]:
+    a training-free structural term."""
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (1 - self.ssim(x, y)).float()
+        return 1 - losses.ssim_luma(x.float(), y.float()).mean()
 
 
 class _LPIPSLoss(nn.Module):
@@ -488,7 +483,7 @@ class _LPIPSLoss(nn.Module):
 
 def make_perceptual(name: str, device) -> nn.Module | None:
     """The perceptual term named in params: "lpips" (VGG; needs torchvision's ImageNet VGG16 in
-    $TORCH_HOME/hub/checkpoints), "ssim" (pyiqa, no weights) or "none".
+    $TORCH_HOME/hub/checkpoints), "ssim" (`losses.ssim_luma`, no weights) or "none".
 
     LPIPS never falls back to a random backbone: missing weights are an error saying where the
     file goes.
@@ -496,7 +491,7 @@ def make_perceptual(name: str, device) -> nn.Module | None:
     if name == "none":
         return None
     if name == "ssim":
-        return _SSIMLoss(device)
+        return _SSIMLoss()
     if name == "lpips":
         from .quality import weights_home
 

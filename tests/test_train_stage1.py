@@ -143,3 +143,25 @@ def test_resume_refuses_other_code(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "code_hash", lambda: "0" * 16)
     with pytest.raises(ValueError, match="other model/training code"):
         _trainer(BASE).resume(tmp_path / "s1.pt")
+
+
+def test_ssim_luma_is_pyiqas_ssim_in_value_and_gradient():
+    """The perceptual term's fast SSIM equals pyiqa's reference "ssim" (float64, 2-D window)."""
+    import pyiqa
+
+    from iqpfr.losses import ssim_luma
+
+    ref = pyiqa.create_metric("ssim", as_loss=True, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    clean = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 32, 32, generator=g), 3, 1, 1)
+    noisy = (clean + 0.1 * torch.randn(clean.shape, generator=g)).clamp(0, 1)
+    for a, b in ((noisy, clean), (torch.rand(4, 3, 32, 32, generator=g), clean), (clean, clean)):
+        assert ssim_luma(a, b).mean().item() == pytest.approx(ref(a, b).item(), abs=1e-6)
+    assert ssim_luma(clean, clean).tolist() == pytest.approx([1.0] * 4)
+    mine, theirs = noisy.clone().requires_grad_(), noisy.clone().requires_grad_()
+    (1 - ssim_luma(mine, clean).mean()).backward()
+    (1 - ref(theirs, clean)).backward()
+    assert torch.allclose(mine.grad, theirs.grad.float(), rtol=1e-4, atol=1e-9)
+    assert mine.grad.abs().max() > 0
+    per_image = ssim_luma(torch.cat([clean[:1], noisy[:1]]), torch.cat([clean[:1], clean[:1]]))
+    assert per_image[0] > per_image[1]  # noise lowers SSIM image by image

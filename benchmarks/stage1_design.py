@@ -1,13 +1,16 @@
 """Why the default stage I looks the way it does: held-out reconstruction against training steps
 for a few stage-I designs, measured on the synthetic world (run `dvc repro world` first).
 
-Each design trains from the same seed on `data/world/train` (batch 16, L1 + the params'
-perceptual term + VQ, the gate closed so that the common codebook is measured alone, the cosine
-schedule of a `stage1.steps` run, no GAN: the GAN only starts late in the real run; the
-"default + ..." designs put the pipeline's gate and GAN back one at a time) and is
-evaluated every `--every` steps on the held-out GTs: PSNR (RGB, 8-bit grid) of the common-codebook
-(lambda = 0) reconstruction, the fraction of codes of C used on the held-out set, and the seconds
-per step (wall clock; meaningful only on an otherwise idle machine). Results go to
+Each design trains from the same seed on `data/world/train` (batch 16 unless the design says
+otherwise, L1 + the params' perceptual term + VQ, the gate closed so that the common codebook is
+measured alone, the cosine schedule of the real run's length in training images, no GAN: the GAN
+only starts late in the real run; the "default + ..." designs put the pipeline's gate and GAN back
+one at a time, and the batch-8 design halves the batch at the same number of training images) and is
+evaluated every `--every` batch-16 steps' worth of images on the held-out GTs: PSNR (RGB, 8-bit grid)
+of the common-codebook (lambda = 0) reconstruction, the fraction of codes of C used on the held-out
+set, and the seconds per step (wall clock; meaningful only on an otherwise idle machine). `--steps`
+and `--every` count steps of batch 16; a design with batch b runs 16 / b times as many steps. Rows
+record the design's own step, its batch and the training images seen. Results go to
 reports/metrics/stage1_design.csv (a design's rows replace its earlier ones), which notebook 02 plots.
 
     python benchmarks/stage1_design.py --steps 300   # every design (3-4 min each on 2 idle cores)
@@ -15,6 +18,9 @@ reports/metrics/stage1_design.csv (a design's rows replace its earlier ones), wh
     # the pipeline's recipe over its 1000 steps: C alone, + the HQ+ gate, + the GAN (notebook 02)
     python benchmarks/stage1_design.py --steps 1000 --designs "f4_512_encoder_init_restart (default)" \
         "default + HQ+ gate" --out reports/metrics/stage1_long.csv
+    # the same number of training images in batches of 8 (2000 steps)
+    python benchmarks/stage1_design.py --steps 1000 --every 125 --designs "default + HQ+ gate, batch 8" \
+        --out reports/metrics/stage1_long.csv
     python benchmarks/stage1_design.py --steps 300 --designs f4_512_uniform --seeds 0 1 2   # seed spread
 
 A design name given to --designs selects every design that starts with it. Rows carry the stage-I
@@ -42,17 +48,22 @@ from iqpfr.train import Stage1Trainer, make_perceptual  # noqa: E402
 
 OUT = ROOT / "reports/metrics/stage1_design.csv"
 
+REF_BATCH = 16  # the default profile's batch; --steps counts its steps
+B16 = dict(batch_size=REF_BATCH, restart_every=50)  # dead codes restarted every 800 training images
+
 # name -> (vqgan overrides, stage-I settings overrides)
 DESIGNS = {
     "f8_256_uniform (landed before)": (dict(ch_mult=(1, 2, 2, 4), attn_resolutions=(8,), codebook_size=256),
-                                       dict(codebook_init="uniform", restart_every=0, codebook_lr_mult=20.0,
+                                       dict(B16, codebook_init="uniform", restart_every=0, codebook_lr_mult=20.0,
                                             perceptual_weight=0.5)),
-    "f4_512_uniform": ({}, dict(codebook_init="uniform", restart_every=0, codebook_lr_mult=20.0)),
-    "f4_512_encoder_init_restart (default)": ({}, {}),
-    "f4_512_encoder_init_restart ssim0.5": ({}, dict(perceptual_weight=0.5)),
+    "f4_512_uniform": ({}, dict(B16, codebook_init="uniform", restart_every=0, codebook_lr_mult=20.0)),
+    "f4_512_encoder_init_restart (default)": ({}, B16),
+    "f4_512_encoder_init_restart ssim0.5": ({}, dict(B16, perceptual_weight=0.5)),
     # the pipeline's own recipe, one ingredient at a time: H trained on the gated GTs, then the GAN
-    "default + HQ+ gate": ({}, dict(gate_from="stage1")),
-    "default + HQ+ gate + GAN": ({}, dict(gate_from="stage1", gan_start=800)),  # the recipe until the GAN was dropped
+    "default + HQ+ gate": ({}, dict(B16, gate_from="stage1")),
+    "default + HQ+ gate + GAN": ({}, dict(B16, gate_from="stage1", gan_start=800)),  # the recipe until the GAN was dropped
+    # twice the updates for the same images, in about the same time (measured: worse than batch 16)
+    "default + HQ+ gate, batch 8": ({}, dict(gate_from="stage1", batch_size=8, restart_every=100)),
 }
 
 
@@ -76,11 +87,15 @@ def run(name: str, steps: int, every: int, params_path, seed: int | None = None)
     s_over = dict(s_over)
     perceptual = s_over.pop("perceptual", p.stage1.perceptual)
     gate_from = s_over.pop("gate_from", None)  # "stage1": the pipeline's gates (stage1.gate); else closed
-    gan_start = s_over.pop("gan_start", 10**9)  # the step the design's GAN starts at; default: no GAN
+    per = REF_BATCH // s_over["batch_size"]  # the design's steps per batch-16 step
+    gan_start = s_over.pop("gan_start", 10**9 // per) * per  # the (batch-16) step the design's GAN starts at; default: none
     cfg = replace(codebook.vqgan_config(p.data, p.vqgan), **vq_over)
-    # the schedule runs over the real run's length (stage1.steps), so that the first `steps` steps
-    # are what the pipeline's run goes through
-    settings = replace(codebook.stage1_settings(p.stage1), steps=max(steps, p.stage1.steps), gan_start=gan_start, **s_over)
+    # the schedule runs over the real run's length in training images, so that the first `steps`
+    # steps' images are what the pipeline's run goes through
+    run_images = p.stage1.steps * p.stage1.batch_size
+    settings = replace(codebook.stage1_settings(p.stage1), steps=max(steps * per, run_images // s_over["batch_size"]),
+                       gan_start=gan_start, **s_over)
+    steps, every = steps * per, every * per
     if seed is not None:
         settings = replace(settings, seed=seed)
     images = data.ManifestDataset(WORLD / "train")
@@ -94,7 +109,8 @@ def run(name: str, steps: int, every: int, params_path, seed: int | None = None)
         t_sum += time.perf_counter() - t0
         if trainer.step % every == 0:
             psnr, used = holdout_figures(trainer.model, holdout)
-            rows.append({"design": name, "seed": settings.seed, "step": trainer.step, "psnr_holdout_lambda0": round(psnr, 3),
+            rows.append({"design": name, "seed": settings.seed, "step": trainer.step, "batch": settings.batch_size,
+                         "images": trainer.step * settings.batch_size, "psnr_holdout_lambda0": round(psnr, 3),
                          "used_c_holdout": round(used, 4), "precision": settings.precision,
                          "tokens": cfg.latent_size ** 2, "codebook_size": cfg.codebook_size,
                          "seconds_per_step": round(t_sum / trainer.step, 3)})
@@ -104,8 +120,8 @@ def run(name: str, steps: int, every: int, params_path, seed: int | None = None)
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--every", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=300, help="steps of batch 16 (a batch-8 design runs twice as many)")
+    ap.add_argument("--every", type=int, default=100, help="evaluate every this many batch-16 steps' worth of images")
     ap.add_argument("--designs", nargs="*", default=list(DESIGNS), help="names from DESIGNS (a prefix is enough)")
     ap.add_argument("--seeds", type=int, nargs="*", default=None, help="stage-I seeds (default: stage1.seed)")
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
@@ -123,6 +139,9 @@ def main() -> None:
             old = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=rows.columns)
             if "seed" not in old:  # files written before seeds were recorded: those ran stage1.seed
                 old.insert(1, "seed", params.stage1.seed)
+            if "batch" not in old:  # files written before batches were recorded: every design ran batch 16
+                old.insert(3, "batch", REF_BATCH)
+                old.insert(4, "images", old["step"] * REF_BATCH)
             keep = (old["design"] != name) | (old["seed"] != seed)
             merged = pd.concat([old[keep], rows], ignore_index=True)
             merged["order"] = merged["design"].map({n: i for i, n in enumerate(DESIGNS)})

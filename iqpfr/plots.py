@@ -187,13 +187,13 @@ def sweep_panels(sweep: pd.DataFrame, columns: dict[str, str], path=None):
 
 def design_curves(df: pd.DataFrame, path=None):
     """Stage-I design measurement (benchmarks/stage1_design.py): held-out PSNR and code use of C
-    against training steps, one line per design."""
+    against the training images seen (steps x batch), one line per design."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for name, g in df.groupby("design", sort=False):
-        axes[0].plot(g["step"], g["psnr_holdout_lambda0"], marker="o", ms=3, label=name)
-        axes[1].plot(g["step"], g["used_c_holdout"], marker="o", ms=3, label=name)
-    axes[0].set(title="held-out PSNR, common codebook (dB)", xlabel="training step")
-    axes[1].set(title="fraction of C used on held-out GTs", xlabel="training step", ylim=(0, 1))
+        axes[0].plot(g["images"] / 1000, g["psnr_holdout_lambda0"], marker="o", ms=3, label=name)
+        axes[1].plot(g["images"] / 1000, g["used_c_holdout"], marker="o", ms=3, label=name)
+    axes[0].set(title="held-out PSNR, common codebook (dB)", xlabel="training images seen (thousands)")
+    axes[1].set(title="fraction of C used on held-out GTs", xlabel="training images seen (thousands)", ylim=(0, 1))
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)

@@ -17,6 +17,15 @@ def test_stage1_design_benchmark_runs_one_short_design(root, in_dir, tiny_projec
     rows = mod.run(name, steps=2, every=1, params_path="params.yaml")
     assert [r["step"] for r in rows] == [1, 2]
     assert all(0 < r["psnr_holdout_lambda0"] < 100 and 0 < r["used_c_holdout"] <= 1 for r in rows)
+    # a batch-8 design sees the same training images in twice the steps: curves compare by images
+    from dataclasses import replace
+
+    from iqpfr.config import load_params
+
+    p = load_params("params.yaml")  # the tiny project has no scores: every gate open
+    half = mod.run("default + HQ+ gate, batch 8", steps=2, every=1, params_path=replace(p, stage1=replace(p.stage1, gate="all")))
+    assert [(r["step"], r["batch"], r["images"]) for r in half] == [(2, 8, 16), (4, 8, 32)]
+    assert [r["images"] for r in rows] == [16, 32]
 
 
 def test_stage1_design_puts_the_pipelines_gate_and_gan_back(root, in_dir, tiny_project):

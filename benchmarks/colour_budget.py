@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from iqpfr import colour, enhancement, runtime, truequality  # noqa: E402
 from iqpfr.codebook import reconstruct  # noqa: E402
-from iqpfr.conditioned import stage2_trainer  # noqa: E402
+from iqpfr.conditioned import finetune_source, stage2_trainer  # noqa: E402
 from iqpfr.config import load_params, task_params, variant  # noqa: E402
 from iqpfr.pipeline import _load_stack  # noqa: E402
 from iqpfr.task import COLOUR  # noqa: E402
@@ -75,7 +75,8 @@ def ceiling(stage1_path: Path, testset: Path) -> dict:
 
 def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: Path, progress=print,
                   true_scores: bool = False):
-    """Train each row (name -> "main" or a variant name of the colour task's params) to `steps`,
+    """Train each row (name -> "main" or a variant name of the colour task's params) to `steps`, from
+    where the pipeline starts it (`colour.finetune`),
     saving its checkpoint at every step in `at` as tmp/<k>/<name>.pt -> {(name, k): path}.
     `true_scores`: condition on the GTs' true colour quality instead of the prior's S (an oracle
     score that only the synthetic world has: what a prior that ranked colour perfectly would give)."""
@@ -85,7 +86,7 @@ def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: 
         p = p if which == "main" else variant(p, which)
         s2 = replace(p.stage2, steps=steps, checkpoint_every=steps, log_every=max(steps // 10, 1))
         trainer = stage2_trainer(p.data, p.degrade, p.vqgan, p.transformer, s2, tmp / f"{name}.run.pt", progress,
-                                 COLOUR)
+                                 COLOUR, finetune_source(params, "colour", which))
         if true_scores:  # the trainer draws each GT's bin from `scores` (N,) in [0, 1], aligned with its images
             trainer.scores = torch.tensor(trainer.images.frame["true_quality"].to_numpy()).float()
         t0 = time.time()
@@ -106,16 +107,17 @@ def same_weights(a: Path, b: Path) -> bool:
 
 
 def evaluate_snapshot(main: Path, baseline: Path, tmp: Path, score: float, guidance: float,
-                      adain: bool = COLOUR.adain) -> dict:
+                      adain: bool = COLOUR.adain, data: Path = COLOUR.data) -> dict:
     """Notebook 06's measures of one snapshot pair: per-row means, the Baseline+ - baseline CIEDE2000
-    interval, the grayscale colourfulness ratio and the grayscale claim; `adain`: restore with AdaIN."""
+    interval, the grayscale colourfulness ratio and the grayscale claim; `adain`: restore with AdaIN;
+    `data`: the task's data root whose testset/ is measured (default: the pipeline's test set)."""
     models = tmp / "task"  # the colour task with its own data, prior and stage I, and this baseline
     (models / "variants" / "baseline").mkdir(parents=True, exist_ok=True)
     for link, target in {models / "prior": COLOUR.models / "prior",
                          models / "variants" / "baseline" / "restorer.pt": baseline}.items():
         link.unlink(missing_ok=True)
         link.symlink_to(target.resolve())
-    ev = enhancement.run(replace(COLOUR, models=models, adain=adain), enhancement.COLOUR, main, "baseline", score,
+    ev = enhancement.run(replace(COLOUR, data=data, models=models, adain=adain), enhancement.COLOUR, main, "baseline", score,
                          sweep_count=32, grid_count=0, guidance=guidance)
     s = ev["summary"]
     c = ev["claims"]

@@ -1,30 +1,43 @@
-"""The colour task's two design choices, measured (notebook 06): how often a training LQ is gray,
-and whether the restorer applies AdaIN at decoding.
+"""The colour task's design choices, measured (notebook 06): where its rows start, how often a
+training LQ is gray, the score guidance of Baseline+, and whether the restorer applies AdaIN.
 
-For each grayscale probability in --gray, the task's unconditioned baseline and Baseline+ are
-trained exactly as the pipeline trains them (params.yaml with `colour.overrides`, only
-`degrade.gray_prob` changed; same seeds, data and length) and each pair is evaluated as notebook 06
-evaluates the pipeline's models, once with AdaIN and once without:
+For each grayscale probability in --gray and each start in --start, the task's unconditioned
+baseline and Baseline+ are trained exactly as the pipeline trains them (params.yaml with
+`colour.overrides`, only `degrade.gray_prob` and `colour.finetune` changed; same seeds, data and
+length), and each pair is evaluated as notebook 06 evaluates the pipeline's models, at each
+guidance w of --guidance and with or without AdaIN (--adain):
 
+- Start. From stage I, the Transformer and encoder learn faces and colour in 200 steps; fine-tuned
+  (`colour.finetune`), each row starts from the face row of its recipe (Baseline+ from the face
+  task's Baseline+, the baseline from its baseline; our choice, the method's description is silent),
+  and the 200 steps go to colour.
+- A gray LQ is the only training signal for colourisation: in a 200-step run at probability 0.5
+  the rows see about 1600 gray faces.
+- Guidance w > 1 pushes Baseline+'s codes along what the score S changes: more colour, and, where
+  the gray input does not say which, more of the wrong colour.
 - AdaIN (CodeFormer's decoding default) renormalises the predicted codes to the channel means and
   deviations of the LQ's latent. Those statistics hold the input's global colour, so AdaIN hands a
   gray input's gray, or a cast, back to the output.
-- A gray LQ is the only training signal for colourisation: in a 200-step run at probability 0.25
-  the rows see about 800 gray faces.
 
-The pipeline's own probability (params.yaml) is not retrained: its rows are the pipeline's models
+The pipeline's own design (params.yaml) is not retrained: its rows are the pipeline's models
 (`dvc repro` first; colour_budget.py checks that a run of this trainer equals them bit for bit).
 
-    python benchmarks/colour_design.py                    # gray 0.25, 0.4 and the params' value: ~10 min on 2 cores
-    python benchmarks/colour_design.py --gray 0.25
+The designs are measured on a **validation set**, never on the test set that notebook 06 reports:
+the test set's recipe (colour.num_test GTs from the task's GT distribution, the task's degradations,
+colour.test_gray_prob gray LQ) applied to faces of their own (split "val") with an LQ seed of their
+own (colour.test_seed + 1). `--on test` measures the test set instead, for comparison only.
 
-Writes reports/metrics/colour_design.csv (one row per probability and AdaIN setting); notebook 06
-shows it. Not a pipeline stage: it trains models of its own in a temporary folder.
+    python benchmarks/colour_design.py --start both --guidance 1 2 3 4   # the committed table: ~8 min on 2 cores
+    python benchmarks/colour_design.py --gray 0.25 0.5 --adain both
+
+Writes reports/metrics/colour_design.csv (one row per design); notebook 06 shows it. Not a pipeline
+stage: it trains models of its own in a temporary folder.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import os
 import sys
 import tempfile
@@ -38,22 +51,47 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from colour_budget import evaluate_snapshot, snapshot_rows  # noqa: E402
-from iqpfr import runtime  # noqa: E402
+from iqpfr import colour, runtime  # noqa: E402
 from iqpfr.config import load_params, task_params  # noqa: E402
+from iqpfr.pipeline import degrade_ranges  # noqa: E402
 from iqpfr.task import COLOUR  # noqa: E402
+from iqpfr.world import QualityDistribution  # noqa: E402
 
 
-def with_gray(params, gray: float):
-    """The params with the colour task's `degrade.gray_prob` override set to `gray`."""
+def design_params(params, gray: float, start: str):
+    """The params with the colour task's `degrade.gray_prob` override set to `gray` and its rows
+    started from `start`: "face" (params.yaml's `colour.finetune`) or "stage1" (no fine-tuning)."""
     overrides = copy.deepcopy(params.colour.overrides)
     overrides.setdefault("degrade", {})["gray_prob"] = gray
-    return replace(params, colour=replace(params.colour, overrides=overrides))
+    finetune = params.colour.finetune if start == "face" else {}
+    return replace(params, colour=replace(params.colour, overrides=overrides, finetune=finetune))
+
+
+def validation_data(params, dest: Path) -> Path:
+    """Write a validation set with the colour test set's recipe but faces and LQ of its own to
+    dest/testset/{pairs,gray}, link dest/scores to the task's prior normalisation; returns dest (a
+    task data root for `evaluate_snapshot`)."""
+    cp, col = task_params(params, "colour"), params.colour
+    ranges = replace(degrade_ranges(cp.degrade), gray_prob=col.test_gray_prob)
+    colour.write_testset(dest / "testset", "val", col.num_test, cp.data, QualityDistribution(**col.gts.__dict__),
+                         ranges, col.test_seed + 1)
+    (dest / "scores").symlink_to(COLOUR.scores.resolve())
+    return dest
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gray", type=float, nargs="+", default=None,
-                    help="grayscale probabilities to train with (default: 0.25, 0.4 and the params' value)")
+                    help="grayscale probabilities to train with (default: the params' value)")
+    ap.add_argument("--adain", choices=("both", "off", "on"), default="off",
+                    help="restore without AdaIN (default, as the task does), with it, or both ways")
+    ap.add_argument("--start", choices=("params", "face", "stage1", "both"), default="params",
+                    help="rows fine-tuned from the face rows (colour.finetune), trained from stage I, both, "
+                         "or as params.yaml says (default)")
+    ap.add_argument("--guidance", type=float, nargs="+", default=None,
+                    help="score guidance w of Baseline+ at restoring (default: the task's transformer.guidance)")
+    ap.add_argument("--on", choices=("val", "test"), default="val",
+                    help="measure on the validation faces (default) or on the test set (comparison only)")
     ap.add_argument("--root", default=str(ROOT), help="the project whose data and models are used")
     ap.add_argument("--out", default=None, help="default: ROOT/reports/metrics/colour_design.csv")
     args = ap.parse_args(argv)
@@ -64,25 +102,30 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     params = load_params(root / "params.yaml")
     cp = task_params(params, "colour")
     own = cp.degrade.gray_prob
-    grays = sorted(set(args.gray if args.gray else [0.25, 0.4, own]))
+    grays = sorted(set(args.gray if args.gray else [own]))
     if any(not 0.0 <= g <= 1.0 for g in grays):
         sys.exit(f"--gray: probabilities in [0, 1], got {grays}")
     steps = cp.stage2.steps
+    own_start = "face" if params.colour.finetune else "stage1"
+    starts = {"params": [own_start], "both": ["face", "stage1"]}.get(args.start, [args.start])
+    weights = args.guidance or [cp.transformer.guidance]
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        for g in grays:
-            if g == own:
+        data = validation_data(params, tmp / "val") if args.on == "val" else COLOUR.data
+        for g, start in itertools.product(grays, starts):
+            pipeline = g == own and start == own_start
+            if pipeline:
                 main_ckpt, base_ckpt = COLOUR.stage2, COLOUR.variants / params.colour.baseline / "restorer.pt"
             else:
-                run = tmp / f"gray{g}"
-                paths = snapshot_rows(with_gray(params, g), {"baseline_plus": "main", "baseline": params.colour.baseline},
-                                      steps, [steps], run)
+                paths = snapshot_rows(design_params(params, g, start),
+                                      {"baseline_plus": "main", "baseline": params.colour.baseline},
+                                      steps, [steps], tmp / f"gray{g}-{start}")
                 main_ckpt, base_ckpt = paths["baseline_plus", steps], paths["baseline", steps]
-            for adain in (True, False):
-                r = evaluate_snapshot(main_ckpt, base_ckpt, tmp / "eval", params.evaluation.score,
-                                      cp.transformer.guidance, adain=adain)
-                rows.append({"gray_prob": g, "adain": adain, "steps": steps, "pipeline": g == own, **r})
+            for adain, w in itertools.product({"both": (True, False), "on": (True,), "off": (False,)}[args.adain], weights):
+                r = evaluate_snapshot(main_ckpt, base_ckpt, tmp / "eval", params.evaluation.score, w, adain=adain, data=data)
+                rows.append({"gray_prob": g, "start": start, "guidance": w, "adain": adain, "steps": steps,
+                             "pipeline": pipeline and w == cp.transformer.guidance, "set": args.on, **r})
                 print(pd.DataFrame(rows).round(3).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(out, index=False, float_format="%.6g")

@@ -9,7 +9,9 @@ so w > 1 amplifies what the requested quality S changes in the code logits. This
 the held-out GTs of the synthetic world (never trained on; their LQ made with the training
 degradation and a fixed seed) with the trained main model at S = 0.05, 0.5 and 0.95 for several w,
 and prints the mean SSIM to the pristine oracle (the true quality) and the knob's reach (S = 0.95
-minus S = 0.05). The rule: the smallest w whose reach is at least `--reach` and whose quality at
+minus S = 0.05), and beside them the learned prior's score of the outputs (normalised as in
+training) and its reach: the restoration issue asks the prior's score to move by 0.15 over the
+sweep. The rule reads the true quality only: the smallest w whose reach is at least `--reach` and whose quality at
 S = 0.95 is within `--cost` of w = 1's.
 
     python benchmarks/guidance.py        # after dvc repro (models/stage2 trained with score dropout)
@@ -29,10 +31,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iqpfr import evaluate, runtime  # noqa: E402
+from iqpfr import evaluate, quality, runtime  # noqa: E402
 from iqpfr.conditioned import DegradedLQ, load_restorer  # noqa: E402
 from iqpfr.config import load_params  # noqa: E402
 from iqpfr.pipeline import WORLD, _load_stack, degrade_ranges  # noqa: E402
+from iqpfr.task import FACE  # noqa: E402
 
 SCORES = (0.05, 0.5, 0.95)
 
@@ -48,13 +51,28 @@ def mean_ssim(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float(np.mean([evaluate.ssim(a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy()) for a, b in zip(x, ref)]))
 
 
+def prior_scorer(task=FACE):
+    """The task's learned prior as the pipeline scores with it: images (N, 3, R, R) in [0,1] -> (N,)."""
+    stats = quality.NormStats.load(ROOT / task.scores / "norm_stats.json")
+    metrics = {n: quality.make_metric(n, "cpu", ROOT / task.prior) for n in stats.ensemble}
+    return lambda x: stats.ensemble_score({n: m(x).numpy() for n, m in metrics.items()})
+
+
 @torch.no_grad()
-def sweep(model, lq: torch.Tensor, oracle: torch.Tensor, weights) -> pd.DataFrame:
-    """One row per guidance w: mean SSIM to the oracle at each S of SCORES and the reach."""
+def sweep(model, lq: torch.Tensor, oracle: torch.Tensor, weights, score=None) -> pd.DataFrame:
+    """One row per guidance w: mean SSIM to the oracle at each S of SCORES and the reach; with
+    `score` (images -> (N,) prior scores) also the outputs' mean prior score at each S and its reach."""
     rows = []
     for w in weights:
-        row = {"guidance": w, **{f"ssim_oracle_S{s}": mean_ssim(model.restore(lq, s, guidance=w), oracle) for s in SCORES}}
+        row = {"guidance": w}
+        for s in SCORES:
+            out = model.restore(lq, s, guidance=w)
+            row[f"ssim_oracle_S{s}"] = mean_ssim(out, oracle)
+            if score is not None:
+                row[f"prior_S{s}"] = float(np.mean(score(out)))
         row["reach"] = row[f"ssim_oracle_S{SCORES[-1]}"] - row[f"ssim_oracle_S{SCORES[0]}"]
+        if score is not None:
+            row["prior_reach"] = row[f"prior_S{SCORES[-1]}"] - row[f"prior_S{SCORES[0]}"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -82,7 +100,7 @@ def main() -> None:
     model, info = load_restorer(ROOT / "models/stage2/restorer.pt", ROOT / "models/stage1/vqgan.pt")
     if not model.cfg.null_bin:
         sys.exit("models/stage2/restorer.pt was trained without score dropout: guidance cannot be measured")
-    table = sweep(model, lq, oracle, args.weights)
+    table = sweep(model, lq, oracle, args.weights, prior_scorer())
     print(f"{len(gts)} held-out GTs; LQ {mean_ssim(lq, oracle):.4f}, GT {mean_ssim(gts, oracle):.4f} SSIM to the oracle; "
           f"model at step {info['step']} (score dropout {info['train_config']['score_dropout']})")
     print(table.round(4).to_string(index=False))

@@ -226,10 +226,13 @@ def _task_stage(params, name: str, stage: str) -> dict:
         fn, names = TASK_WORLDS[name]
         return fn(*[section(p, n) for n in names])
     if stage == "variant":  # the task's unconditioned baseline: a variant of the task's main model
-        return conditioned.train_variant(p, getattr(params, name).baseline, task=t)
+        baseline = getattr(params, name).baseline
+        return conditioned.train_variant(p, baseline, task=t, init=conditioned.finetune_source(params, name, baseline))
     if stage == "stage1" and t.shared_stage1 is not None:
         raise ConfigError(f"the {name} task reads another task's stage I ({t.shared_stage1}) and never trains one")
     fn, names = TASK_STAGES[stage]
+    if stage == "stage2":
+        return fn(*[section(p, n) for n in names], task=t, init=conditioned.finetune_source(params, name, "main"))
     return fn(*[section(p, n) for n in names], task=t)
 
 

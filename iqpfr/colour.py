@@ -39,7 +39,8 @@ from .truequality import colour as true_quality
 from .world import QualityDistribution
 
 # split ids of the colour world's faces: apart from the face world's (world.SPLITS, 0-5)
-SPLITS = {"train": 10, "holdout": 11, "iqa_train": 12, "iqa_val": 13, "iqa_unseen": 14, "test": 15}
+# ("val": the design benchmarks' validation faces, never written by the pipeline)
+SPLITS = {"train": 10, "holdout": 11, "iqa_train": 12, "iqa_val": 13, "iqa_unseen": 14, "test": 15, "val": 16}
 WARM_SHARE = 0.75  # share of white-balance errors that are warm
 
 
@@ -158,6 +159,31 @@ def gray(img: np.ndarray) -> np.ndarray:
     return to_uint8_grid(np.repeat(g[..., None], 3, axis=2))
 
 
+def write_testset(dest: Path, split: str, count: int, data_cfg, gts: QualityDistribution, ranges,
+                  lq_seed: int) -> pd.DataFrame:
+    """Render `count` colour-flawed GTs of `split` (seeded by data_cfg.seed) and write dest/pairs
+    (LQ degraded by `ranges`, a `degrade.DegradeRanges`, seeded by `lq_seed`; GTs in hq/, pristine
+    faces in oracle/) and dest/gray (the same LQ in grayscale). Returns the pairs' manifest."""
+    import shutil
+
+    shutil.rmtree(dest, ignore_errors=True)
+    hq = dest / "_hq_render"
+    df = write_set(hq, split, count, data_cfg.seed, data_cfg.resolution, gts, "train", data_cfg.workers)
+    extra = df[["true_quality"]].copy()
+    extra["oracle_file"] = [f"oracle/{Path(f).name}" for f in df["oracle_file"]]
+    pairs = data.build_pairs(hq, dest / "pairs", ranges, lq_seed, extra)
+    shutil.copytree(hq / "oracle", dest / "pairs" / "oracle")
+    shutil.rmtree(hq)
+    grays = []  # gray: the pairs' LQ in grayscale, with the same GTs and oracles
+    for sub in ("hq", "oracle"):
+        shutil.copytree(dest / "pairs" / sub, dest / "gray" / sub)
+    for rec in pairs.to_dict("records"):
+        g = gray(data.load_png(dest / "pairs" / rec["file"]))
+        grays.append({**rec, "sha256": data.write_png(dest / "gray" / rec["file"], g)})
+    data.write_csv(dest / "gray" / "manifest.csv", grays)
+    return pairs
+
+
 def build_sets(data_cfg, iqa, degrade_cfg, col) -> dict:
     """Stage `colour_world`: every set of the colour task, each separately seeded.
 
@@ -183,24 +209,10 @@ def build_sets(data_cfg, iqa, degrade_cfg, col) -> dict:
         shutil.rmtree(folder, ignore_errors=True)
         df = write_set(folder, split, n, seed, data_cfg.resolution, dist, family, data_cfg.workers)
         out[split] = summary(df["true_quality"].to_numpy())
-    shutil.rmtree(task.testset, ignore_errors=True)
-    hq = task.testset / "_hq_render"
-    df = write_set(hq, "test", col.num_test, data_cfg.seed, data_cfg.resolution, gts, "train", data_cfg.workers)
-    extra = df[["true_quality"]].copy()
-    extra["oracle_file"] = [f"oracle/{Path(f).name}" for f in df["oracle_file"]]
     # the test LQ's grayscale share is the test set's own (colour.test_gray_prob), so that a training
     # setting (degrade.gray_prob) never moves the measurement
     test_ranges = replace(degrade_ranges(degrade_cfg), gray_prob=col.test_gray_prob)
-    pairs = data.build_pairs(hq, task.testset / "pairs", test_ranges, col.test_seed, extra)
-    shutil.copytree(hq / "oracle", task.testset / "pairs" / "oracle")
-    shutil.rmtree(hq)
-    grays = []  # testset/gray: the pairs' LQ in grayscale, with the same GTs and oracles
-    for sub in ("hq", "oracle"):
-        shutil.copytree(task.testset / "pairs" / sub, task.testset / "gray" / sub)
-    for rec in pairs.to_dict("records"):
-        g = gray(data.load_png(task.testset / "pairs" / rec["file"]))
-        grays.append({**rec, "sha256": data.write_png(task.testset / "gray" / rec["file"], g)})
-    data.write_csv(task.testset / "gray" / "manifest.csv", grays)
+    pairs = write_testset(task.testset, "test", col.num_test, data_cfg, gts, test_ranges, col.test_seed)
     out["test"] = {"count": len(pairs), "gray_in_lq": int(pairs.get("deg_gray", pd.Series(dtype=bool)).fillna(False).sum()),
                    "jittered_in_lq": int(pairs.filter(like="deg_jitter_brightness").notna().sum().sum())}
     out["seconds"] = time.time() - t0

@@ -295,10 +295,25 @@ def load_targets(n: int, task: Task = FACE) -> dict:
     return t
 
 
+def start_from(model: QualityRestorer, path: Path) -> str:
+    """Fine-tuning: load the raw trained weights (encoder + Transformer) of the stage-II checkpoint
+    at `path` into `model`, whose Transformer config and stage-I config must equal the checkpoint's
+    (ValueError naming the difference). Returns the weights' digest (part of the run's fingerprint)."""
+    ckpt = load_checkpoint(path, STAGE2_FORMAT)
+    for key, mine in (("config", asdict(model.cfg)), ("stage1_config", asdict(model.stage1.cfg))):
+        if ckpt[key] != mine:
+            diff = sorted(k for k in mine if ckpt[key].get(k) != mine[k])
+            raise ValueError(f"cannot fine-tune from {path}: its {key} differs in {diff}")
+    torch.nn.ModuleDict({"encoder": model.encoder, "transformer": model.transformer}).load_state_dict(ckpt["model"], strict=True)
+    return safeload.tensor_digest(ckpt["model"])
+
+
 def stage2_trainer(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: VqganParams, tp: TransformerParams,
-                   s2: Stage2Config, checkpoint: Path, progress=print, task: Task = FACE) -> Stage2Trainer:
+                   s2: Stage2Config, checkpoint: Path, progress=print, task: Task = FACE,
+                   init: Path | None = None) -> Stage2Trainer:
     """The stage-II trainer of a task (its stage I, GTs, scores, latent targets, LQ source and, with
-    a quality loss, its prior), resumed from `checkpoint` when that is compatible, else fresh."""
+    a quality loss, its prior), resumed from `checkpoint` when that is compatible, else fresh: from
+    stage I, or fine-tuned from the trained stage-II checkpoint `init` (`start_from`)."""
     d = setup_distributed()
     stage1, _ = load_stage1_model(task.stage1, expect=vqgan_config(data_cfg, vqgan))
     stage1 = stage1.to(d.device)
@@ -316,11 +331,15 @@ def stage2_trainer(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: Vqga
         lq = DegradedLQ(degrade_ranges(degrade_cfg))
         lq_source = ("degrade", lq.ranges)
     prior = safeload.tensor_digest(safeload.load(task.prior, "checkpoint")["state_dict"]) if q is not None else None
-    inputs = fingerprint(list(images.frame["sha256"]), scores, targets["idx_c"], targets["idx_h"], lq_source, prior)
+    start = safeload.tensor_digest(safeload.load(init, "checkpoint")["model"]) if init is not None else None
+    inputs = fingerprint(list(images.frame["sha256"]), scores, targets["idx_c"], targets["idx_h"], lq_source, prior, start)
 
     def fresh() -> Stage2Trainer:
         torch.manual_seed(s2.seed)
         model = QualityRestorer(stage1, transformer_config(data_cfg, vqgan, tp)).to(d.device)
+        if init is not None:
+            start_from(model, init)
+            progress(f"fine-tuning from {init}")
         return Stage2Trainer(model, settings, images, targets, scores, lq, q, d, inputs)
 
     return resume_or_restart(fresh, checkpoint, progress)
@@ -328,12 +347,13 @@ def stage2_trainer(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: Vqga
 
 def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: VqganParams, tp: TransformerParams,
                       s2: Stage2Config, progress=print, checkpoint: Path | None = None,
-                      log_csv: Path | None = None, task: Task = FACE) -> dict:
-    """Train (or resume) stage II of a task; torchrun-aware. Writes `checkpoint` (default: the
-    task's stage-II file) and the log CSV (default: <task metrics>/train_conditioned_log.csv)."""
+                      log_csv: Path | None = None, task: Task = FACE, init: Path | None = None) -> dict:
+    """Train (or resume) stage II of a task, from stage I or fine-tuned from `init` (a stage-II
+    checkpoint); torchrun-aware. Writes `checkpoint` (default: the task's stage-II file) and the log
+    CSV (default: <task metrics>/train_conditioned_log.csv)."""
     checkpoint = checkpoint or task.stage2
     log_csv = log_csv or task.metrics / "train_conditioned_log.csv"
-    trainer = stage2_trainer(data_cfg, degrade_cfg, vqgan, tp, s2, checkpoint, progress, task)
+    trainer = stage2_trainer(data_cfg, degrade_cfg, vqgan, tp, s2, checkpoint, progress, task, init)
     model, d = trainer.m, trainer.d
     t0, start = time.time(), trainer.step
     log = trainer.train(checkpoint=checkpoint, progress=lambda r: progress(
@@ -343,23 +363,33 @@ def train_conditioned(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: V
         write_log_csv(log, log_csv)
     last = log[-1] if log else {}
     return {"steps": trainer.step, "steps_this_run": trainer.step - start, "seconds_this_run": time.time() - t0,
+            "finetuned_from": str(init) if init is not None else None,
             "final_acc_c": last.get("acc_c"), "final_acc_h": last.get("acc_h"),
             "parameters": {"encoder": sum(p.numel() for p in model.encoder.parameters()),
                            "transformer": sum(p.numel() for p in model.transformer.parameters())}}
 
 
-def train_variant(params: Params, name: str, progress=print, task: Task = FACE) -> dict:
+def train_variant(params: Params, name: str, progress=print, task: Task = FACE, init: Path | None = None) -> dict:
     """Stage `train_variant@<name>`: stage II with the variant's overrides (params.yaml `variants`),
-    sharing the data, the prior, stage I and its latent targets with the main model. `params` are
-    the task's (config.task_params). Writes <task models>/variants/<name>/restorer.pt and
-    <task metrics>/variants/<name>{.json,_log.csv}."""
+    sharing the data, the prior, stage I and its latent targets with the main model; from stage I or
+    fine-tuned from `init`. `params` are the task's (config.task_params). Writes <task
+    models>/variants/<name>/restorer.pt and <task metrics>/variants/<name>{.json,_log.csv}."""
     p = variant(params, name)
     out = train_conditioned(p.data, p.degrade, p.vqgan, p.transformer, p.stage2, progress,
                             checkpoint=task.variants / name / "restorer.pt",
-                            log_csv=task.metrics / "variants" / f"{name}_log.csv", task=task)
+                            log_csv=task.metrics / "variants" / f"{name}_log.csv", task=task, init=init)
     out["overrides"] = params.variants[name]
     write_metrics(f"variants/{name}", out, task)
     return out
+
+
+def finetune_source(params: Params, task_name: str, row: str) -> Path | None:
+    """The face checkpoint that row `row` ("main" or the task's baseline variant) of task `task_name`
+    is fine-tuned from (params.yaml `<task>.finetune`), or None: from stage I."""
+    face_row = getattr(getattr(params, task_name), "finetune", {}).get(row)
+    if face_row is None:
+        return None
+    return FACE.stage2 if face_row == "iqpfr" else FACE.variants / face_row / "restorer.pt"
 
 
 def seed_params(params: Params, row: str, seed: int) -> Params:

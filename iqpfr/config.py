@@ -406,10 +406,16 @@ class ColourConfig:
     test_seed: int
     test_gray_prob: float  # grayscale share of the test LQ: fixed apart from training's degrade.gray_prob
     baseline: str  # the variant (params `variants`) trained as the unconditioned baseline
+    # colour row ("main" or `baseline`) -> the trained face row it is fine-tuned from ("iqpfr": the face
+    # main model; else a face variant); a row not named here starts from stage I
+    finetune: dict[str, str]
     overrides: dict[str, dict]  # section -> {key: value}, sections in TASK_SECTIONS["colour"]
 
     def validate(self) -> None:
         self.gts.validate("colour.gts")
+        for row in self.finetune:
+            if row not in ("main", self.baseline):
+                raise ConfigError(f"colour.finetune.{row}: the colour rows are 'main' and {self.baseline!r}")
         _range("colour.num_test", self.num_test, 2, 1_000_000)
         _range("colour.test_gray_prob", self.test_gray_prob, 0.0, 1.0)
         if "resolution" in self.overrides.get("data", {}):
@@ -465,6 +471,9 @@ class Params:
             if getattr(self, task).baseline not in self.variants:
                 raise ConfigError(f"{task}.baseline: {getattr(self, task).baseline!r} is not a variant {sorted(self.variants)}")
             _consistent(task_params(self, task), task)  # every override must name a real key with a valid value
+        for row, face_row in self.colour.finetune.items():
+            if face_row != "iqpfr" and face_row not in self.variants:
+                raise ConfigError(f"colour.finetune.{row}: {face_row!r} is neither 'iqpfr' nor a variant {sorted(self.variants)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from iqpfr import cli, colour, pipeline, task, truequality
@@ -97,11 +98,27 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     assert p.colour.test_gray_prob == 1.0 and task_params(p, "colour").degrade.gray_prob == 0.1
     pipeline.score_dataset(p.data, p.scoring)  # the face task's scores, for its stage I's gate
     assert cli.main(["train", "stage1"]) == 0
+    # the face rows the colour rows are fine-tuned from (colour.finetune)
+    assert p.colour.finetune == {"main": "baseline_plus", "baseline": "baseline"}
+    assert cli.main(["stage", "latent_targets"]) == 0
+    for face_row in ("baseline_plus", "baseline"):
+        assert cli.main(["variant", face_row]) == 0
     for stage in ("world", "train_prior", "score", "latent_targets", "stage2", "variant"):
         assert cli.main(["task", "colour", stage]) == 0, stage
     for folder in ("gray", "pairs"):  # the test set's own grayscale share (1.0 here), not training's
         lq = np.stack([np.asarray(cv2.imread(str(f))) for f in sorted(Path(f"data/colour/testset/{folder}/lq").glob("*.png"))])
         assert (lq[..., 0] == lq[..., 1]).all() and (lq[..., 1] == lq[..., 2]).all(), folder
+    spec = importlib.util.spec_from_file_location("colour_budget", Path(__file__).parents[1] / "benchmarks" / "colour_budget.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    fit = json.loads(Path("reports/metrics/colour/variants/baseline.json").read_text())
+    assert fit["finetuned_from"] == str(task.FACE.variants / "baseline" / "restorer.pt")
+    assert not bench.same_weights(task.FACE.variants / "baseline" / "restorer.pt", task.COLOUR.variants / "baseline" / "restorer.pt")
+    # a row cannot start from a face row of another recipe (Baseline+ has a score embedding, the baseline none)
+    from iqpfr.conditioned import load_restorer, start_from
+    plus, _ = load_restorer(task.COLOUR.stage2, task.COLOUR.stage1)
+    with pytest.raises(ValueError, match="conditioning"):
+        start_from(plus, task.FACE.variants / "baseline" / "restorer.pt")
     run("notebooks/06_colour.ipynb", "reports/06_colour.ipynb")
     m = json.loads(Path("reports/metrics/colour.json").read_text())
     for row in ("lq", "gray_lq", "baseline", "baseline_plus"):
@@ -109,9 +126,6 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     assert m["gray_lq"]["colourfulness"] == pytest.approx(0.0)
     assert "prior_spearman_val" in m and -1 <= m["spearman_S_vs_output_score"] <= 1
     # benchmarks/colour_budget.py: a snapshot at step k of a longer run is the k-step run the stages train
-    spec = importlib.util.spec_from_file_location("colour_budget", Path(__file__).parents[1] / "benchmarks" / "colour_budget.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     cp = task_params(p, "colour")
     steps, baseline = cp.stage2.steps, task.COLOUR.variants / p.colour.baseline / "restorer.pt"
     paths = bench.snapshot_rows(p, {"baseline_plus": "main", "baseline": p.colour.baseline}, steps + 2,
@@ -132,11 +146,19 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     spec = importlib.util.spec_from_file_location("colour_design", Path(__file__).parents[1] / "benchmarks" / "colour_design.py")
     design = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(design)
-    d = design.main(["--root", str(proj), "--gray", "0.1", "0.5", "--out", str(tmp_path / "design.csv")])
-    assert len(d) == 4 and set(d["gray_prob"]) == {0.1, 0.5} and d["pipeline"].sum() == 2
+    d = design.main(["--root", str(proj), "--gray", "0.1", "0.5", "--start", "both", "--adain", "both",
+                     "--guidance", str(cp.transformer.guidance), "1.0", "--on", "test", "--out", str(tmp_path / "design.csv")])
+    assert len(d) == 16 and set(d["gray_prob"]) == {0.1, 0.5} and set(d["start"]) == {"face", "stage1"}
+    assert d["pipeline"].sum() == 2  # gray 0.1, fine-tuned, the params' w: with and without AdaIN
     own = d[d["pipeline"]].set_index("adain")
     assert own.loc[False, "baseline_plus_ciede2000_oracle"] == pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
     assert own.loc[True, "baseline_plus_ciede2000_oracle"] != pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
-    in_dir(proj)
+    from_stage1 = d[(d["gray_prob"] == 0.1) & (d["start"] == "stage1") & ~d["adain"] & (d["guidance"] == cp.transformer.guidance)]
+    assert from_stage1["baseline_plus_ciede2000_oracle"].iloc[0] != pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
+    in_dir(proj)  # the designs are chosen on validation faces: none of them is a test face
+    val = design.validation_data(p, tmp_path / "val")
+    shas = {f: set(pd.read_csv(root / "testset/pairs/manifest.csv")["hq_sha256"]) for f, root in
+            (("val", val), ("test", task.COLOUR.data))}
+    assert len(shas["val"]) == p.colour.num_test and not shas["val"] & shas["test"]
     c = bench.ceiling(task.COLOUR.stage1, task.COLOUR.testset / "pairs")
     assert c["pristine_ciede2000_oracle"] == 0.0 and c["pristine_reconstructed_ciede2000_oracle"] > 0.0

@@ -221,3 +221,15 @@ def test_guidance_by_row_applies_each_variants_overrides(root):
     assert set(g) == {"iqpfr", *p.variants}
     assert g["iqpfr"] == p.transformer.guidance
     assert all(g[name] == variant(p, name).transformer.guidance for name in p.variants)
+
+
+def test_colour_finetune_names_colour_rows_and_trained_face_rows(root):
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["colour"]["finetune"] = {"main": "basline_plus"}
+    with pytest.raises(ConfigError, match="colour.finetune.main: 'basline_plus' is neither 'iqpfr' nor a variant"):
+        _validated(raw)
+    raw["colour"]["finetune"] = {"baseline_plus": "baseline_plus"}
+    with pytest.raises(ConfigError, match="colour.finetune.baseline_plus: the colour rows are 'main' and 'baseline'"):
+        _validated(raw)
+    raw["colour"]["finetune"] = {"main": "iqpfr"}
+    _validated(raw)  # the face main model is a trained face row too

@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     steps = cp.stage2.steps
     own_start = "face" if params.colour.finetune else "stage1"
     starts = {"params": [own_start], "both": ["face", "stage1"]}.get(args.start, [args.start])
+    if "face" in starts and not params.colour.finetune:
+        sys.exit("--start face/both: params.yaml's colour.finetune names no face rows to start from")
     weights = args.guidance or [cp.transformer.guidance]
     rows = []
     with tempfile.TemporaryDirectory() as d:

@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iqpfr import evaluate, quality, runtime  # noqa: E402
+from iqpfr import evaluate, runtime  # noqa: E402
 from iqpfr.conditioned import DegradedLQ, load_restorer  # noqa: E402
 from iqpfr.config import load_params  # noqa: E402
 from iqpfr.pipeline import WORLD, _load_stack, degrade_ranges  # noqa: E402
@@ -49,13 +49,6 @@ def holdout_lq(gts: torch.Tensor, ranges, seed: int = 77) -> torch.Tensor:
 def mean_ssim(x: torch.Tensor, ref: torch.Tensor) -> float:
     """Mean SSIM of images (N, 3, R, R) in [0,1] to references of the same shape."""
     return float(np.mean([evaluate.ssim(a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy()) for a, b in zip(x, ref)]))
-
-
-def prior_scorer(task=FACE):
-    """The task's learned prior as the pipeline scores with it: images (N, 3, R, R) in [0,1] -> (N,)."""
-    stats = quality.NormStats.load(ROOT / task.scores / "norm_stats.json")
-    metrics = {n: quality.make_metric(n, "cpu", ROOT / task.prior) for n in stats.ensemble}
-    return lambda x: stats.ensemble_score({n: m(x).numpy() for n, m in metrics.items()})
 
 
 @torch.no_grad()
@@ -100,7 +93,9 @@ def main() -> None:
     model, info = load_restorer(ROOT / "models/stage2/restorer.pt", ROOT / "models/stage1/vqgan.pt")
     if not model.cfg.null_bin:
         sys.exit("models/stage2/restorer.pt was trained without score dropout: guidance cannot be measured")
-    table = sweep(model, lq, oracle, args.weights, prior_scorer())
+    prior = evaluate.Judges.load(ROOT / FACE.scores / "norm_stats.json", ROOT / FACE.prior, [], params.evaluation.judge_size,
+                                 params.scoring.offline)  # the prior alone, as evaluate scores with it
+    table = sweep(model, lq, oracle, args.weights, prior.prior_score)
     print(f"{len(gts)} held-out GTs; LQ {mean_ssim(lq, oracle):.4f}, GT {mean_ssim(gts, oracle):.4f} SSIM to the oracle; "
           f"model at step {info['step']} (score dropout {info['train_config']['score_dropout']})")
     print(table.round(4).to_string(index=False))

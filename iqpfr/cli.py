@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 
-from . import codebook, colour, conditioned, helper, pipeline, precision, runtime, task, underwater
+from . import codebook, colour, conditioned, data, helper, pipeline, precision, runtime, task, underwater
 from .config import ConfigError, load_params, section, task_params
 
 STAGES = {
@@ -204,14 +204,16 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         runtime.configure()  # pinned threads, deterministic algorithms: reruns give the same bits
         if args.command == "task":
-            result = _task_stage(params, args.task, args.name)
+            with data.shared_pool():  # a world stage renders several sets: one pool of workers for all
+                result = _task_stage(params, args.task, args.name)
         elif args.command == "variant":
             result = conditioned.train_variant(params, args.name)
         elif args.command == "seed":
             result = conditioned.train_seed(params, args.row, args.seed)
         else:
             fn, names = (STAGES if args.command == "stage" else TRAIN)[args.name]
-            result = fn(*[section(params, n) for n in names])
+            with data.shared_pool():
+                result = fn(*[section(params, n) for n in names])
     except ConfigError as err:
         print(f"params error: {err}", file=sys.stderr)
         return 2

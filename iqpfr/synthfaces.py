@@ -86,16 +86,23 @@ class _Canvas:
     def ellipse_mask(self, c, axes, angle=0.0, soft=0.002) -> np.ndarray:
         return self.poly_mask(ellipse(c, axes, angle), soft)
 
+    @staticmethod
+    def support(m: np.ndarray) -> tuple[slice, slice] | None:
+        """The bounding box (rows, cols) of mask m's support (values above 1e-4), None if empty."""
+        rows = np.flatnonzero(m.max(1) > 1e-4)
+        cols = np.flatnonzero(m.max(0) > 1e-4)
+        if len(rows) == 0:
+            return None
+        return np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
     def paint(self, m: np.ndarray, colour, alpha: float = 1.0) -> None:
         """Alpha-composite `colour` (RGB triple or (n, n, 3) image) through mask m in [0,1].
 
         Only the bounding box of the mask's support is touched (most shapes are small).
         """
-        rows = np.flatnonzero(m.max(1) > 1e-4)
-        cols = np.flatnonzero(m.max(0) > 1e-4)
-        if len(rows) == 0:
+        win = self.support(m)
+        if win is None:
             return
-        win = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
         a = (np.clip(m[win], 0, 1) * alpha)[..., None]
         c = np.asarray(colour, np.float32)
         c = c[win] if c.ndim == 3 else c
@@ -128,6 +135,8 @@ def ellipse(c, axes, angle: float = 0.0, n: int = 64, t0=0.0, t1=2 * np.pi) -> n
 
 
 def _bezier(p0, p1, p2, n: int = 24) -> np.ndarray:
+    """Points (n, 2) on the quadratic Bezier curve p0 -> p2 with control point p1 (unit coordinates);
+    points (k, 2) broadcast with leading axes, e.g. (m, 1, 2) -> (m, n, 2)."""
     t = np.linspace(0, 1, n)[:, None]
     p0, p1, p2 = map(np.asarray, (p0, p1, p2))
     return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
@@ -179,21 +188,28 @@ def _hair_colour_field(cv: _Canvas, colour, rng) -> np.ndarray:
 
 
 def _hair_strands(cv: _Canvas, region: np.ndarray, colour, rng, count: int, length: float) -> None:
-    """Thin curved strands inside `region` (mask), lighter and darker than the hair colour."""
+    """Thin curved strands inside `region` (mask), lighter and darker than the hair colour.
+
+    The random draws stay per strand, in the order every earlier world was rendered with; the
+    curves are then evaluated for all strands at once (the same arithmetic element by element, so
+    the same pixels, about three times faster than a Python loop of small array operations)."""
     ys, xs = np.nonzero(region > 0.5)
     if len(xs) == 0:
         return
     layer, lmask = cv.mask(), cv.mask()
     idx = rng.integers(0, len(xs), count)
-    for k in idx:
-        p0 = np.array([xs[k], ys[k]]) / cv.n
-        d = rng.normal(0, 1, 2)
-        d = d / (np.linalg.norm(d) + 1e-8) * length * rng.uniform(0.5, 1.0)
-        bend = rng.normal(0, 0.3, 2) * length
-        curve = _bezier(p0, p0 + d / 2 + bend, p0 + d, 12)
-        shade = rng.uniform(-1, 1)
-        cv2.polylines(layer, [cv.pts(curve)], False, float(shade), 1, cv2.LINE_AA, shift=4)
-        cv2.polylines(lmask, [cv.pts(curve)], False, 1.0, 1, cv2.LINE_AA, shift=4)
+    d, bend, shade = np.empty((count, 2)), np.empty((count, 2)), np.empty(count)
+    for j in range(count):
+        dj = rng.normal(0, 1, 2)
+        d[j] = dj / (np.linalg.norm(dj) + 1e-8) * length * rng.uniform(0.5, 1.0)
+        bend[j] = rng.normal(0, 0.3, 2) * length
+        shade[j] = rng.uniform(-1, 1)
+    p0 = (np.stack([xs[idx], ys[idx]], 1) / cv.n)[:, None]  # (count, 1, 2)
+    d, bend = d[:, None], bend[:, None]
+    curves = cv.pts(_bezier(p0, p0 + d / 2 + bend, p0 + d, 12))  # (count, 12, 2)
+    for j in range(count):
+        cv2.polylines(layer, [curves[j]], False, float(shade[j]), 1, cv2.LINE_AA, shift=4)
+    cv2.polylines(lmask, list(curves), False, 1.0, 1, cv2.LINE_AA, shift=4)
     lmask *= region
     col = np.clip(np.asarray(colour, np.float32) * (1 + 0.45 * layer[..., None]) + 0.06 * layer[..., None], 0, 1)
     cv.paint(lmask, col, 0.8)
@@ -208,13 +224,18 @@ def _eye(cv: _Canvas, c, width, open_, iris_col, lid_col, gaze, rng) -> None:
     r = width * 0.55
     ic = np.array([c[0] + gaze[0] * width * 0.3, c[1] + gaze[1] * open_ * 0.2])
     iris = cv.ellipse_mask(ic, [r, r], soft=0.001) * eye_m
-    # iris texture: radial streaks around the pupil
-    yy, xx = cv.grid
-    ang = np.arctan2(yy - ic[1], xx - ic[0])
-    rad = np.hypot(yy - ic[1], xx - ic[0]) / r
-    streak = np.sin(ang * rng.integers(18, 30) + rng.uniform(0, 6)) * 0.12
-    shade = np.clip(1 + streak - 0.35 * np.clip(rad - 0.6, 0, 1), 0, 1.2)
-    cv.paint(iris, np.clip(shade[..., None] * np.asarray(iris_col, np.float32), 0, 1))
+    # iris texture: radial streaks around the pupil, computed where the iris is (paint reads no more)
+    spokes, phase = rng.integers(18, 30), rng.uniform(0, 6)
+    win = cv.support(iris)
+    if win is not None:
+        yy, xx = cv.grid[(slice(None), *win)]
+        ang = np.arctan2(yy - ic[1], xx - ic[0])
+        rad = np.hypot(yy - ic[1], xx - ic[0]) / r
+        streak = np.sin(ang * spokes + phase) * 0.12
+        shade = np.clip(1 + streak - 0.35 * np.clip(rad - 0.6, 0, 1), 0, 1.2)
+        texture = np.zeros((cv.n, cv.n, 3), np.float32)
+        texture[win] = np.clip(shade[..., None] * np.asarray(iris_col, np.float32), 0, 1)
+        cv.paint(iris, texture)
     cv.paint(cv.ellipse_mask(ic, [r * 0.42] * 2, soft=0.001) * eye_m, [0.03, 0.03, 0.03])
     hl = ic + np.array([-0.35 * r, -0.35 * r])
     cv.paint(cv.ellipse_mask(hl, [r * 0.18] * 2, soft=0.0008) * eye_m, [1, 1, 1], 0.9)

@@ -96,3 +96,18 @@ def test_decompression_bombs_are_rejected(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64*64 > 2 * 1000: PIL refuses to decode
     with pytest.raises(data.ImageRejected, match="too large"):
         data.read_image(tmp_path / "bomb.png")
+
+
+def test_shared_pool_reuses_one_pool_and_gives_the_same_results():
+    from iqpfr import data
+
+    items = [-3, 1, -4, 1, -5, 9, -2, 6] * 3
+    alone = data._parallel(abs, items, 2, len(items), "alone")
+    with data.shared_pool():
+        first = data._parallel(abs, items, 2, len(items), "first")
+        pool = data._SHARED["pools"][2]
+        second = data._parallel(abs, items[::-1], 2, len(items), "second")
+        assert data._SHARED["pools"] == {2: pool}  # the second call ran on the first call's pool
+        assert data._parallel(abs, items, 1, len(items), "serial") == alone  # no pool for one worker
+    assert "pools" not in data._SHARED  # stopped with the block
+    assert first == alone == [abs(i) for i in items] and second == alone[::-1]

@@ -19,6 +19,9 @@ import torch
 
 from . import colour, evaluate, quality, truequality, uwmetrics
 from .conditioned import BIN_CENTRES, load_restorer
+from .restore import INFERENCE_MEMORY_FORMAT
+from .transformer import NUM_BINS, score_to_bin
+from .transformer import adain as transformer_adain
 from .iqanet import spearman
 from .pipeline import _load_stack
 from .task import Task
@@ -94,10 +97,32 @@ def classical(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def sweep(model, lq: torch.Tensor, scores, adain: bool, batch: int = 64) -> dict[float, torch.Tensor]:
-    """Restore LQ images (N, 3, R, R) in [0,1] at each requested quality S, with or without AdaIN
-    (the task's `adain`) -> {S: (N, 3, R, R)}."""
-    return {s: torch.cat([model.restore(lq[i:i + batch], s, use_adain=adain) for i in range(0, len(lq), batch)])
-            for s in scores}
+    """Restore LQ images (N, 3, R, R) in [0,1] at each requested quality S with the model's own
+    guidance, with or without AdaIN (the task's `adain`) -> {S: (N, 3, R, R)}.
+
+    Each batch goes through the operations of `model.restore(x, S, use_adain=adain)` for every S, so
+    the images are the same bit for bit (a test checks it), but what does not depend on S is computed
+    once per batch instead of once per S: the encoding E(x) and, with guidance w != 1, the "no score"
+    logits. With the generator and one Transformer pass left per S, a 10-point sweep at w = 2 costs
+    about 0.6 of ten restores."""
+    w = model.guidance
+    out: dict[float, list[torch.Tensor]] = {s: [] for s in scores}
+    for i in range(0, len(lq), batch):
+        z = model.encoder(lq[i:i + batch] * 2 - 1)  # (b, D, r, r)
+        if w != 1.0:
+            if not model.cfg.null_bin:
+                raise ValueError(f"guidance {w} needs a model trained with score dropout (no 'no score' bin)")
+            none = torch.full((len(z),), NUM_BINS, dtype=torch.long)
+            uc, uh = model.transformer(model.transformer.condition(z, none), none)  # (b, T, K) each
+        for s in scores:
+            bins = score_to_bin(torch.full((len(z),), float(s)))
+            z_l = model.transformer.condition(z, bins)
+            lc, lh = model.transformer(z_l, bins)
+            if w != 1.0:
+                lc, lh = uc + w * (lc - uc), uh + w * (lh - uh)
+            z_hat = model.codes(lc.argmax(-1), lh.argmax(-1))
+            out[s].append(model.decode(transformer_adain(z_hat, z_l) if adain else z_hat))
+    return {s: torch.cat(parts) for s, parts in out.items()}
 
 
 def measure(x: torch.Tensor, clean: torch.Tensor | None, gt: torch.Tensor, spec: Spec,
@@ -134,11 +159,17 @@ def run(task: Task, spec: Spec, main: str, baseline: str, score: float = 0.95, s
         sets[s] = (lq, _load_stack(d, "hq_file")[0], clean)
     models = {"main": load_restorer(main, task.stage1, guidance=guidance)[0],
               "baseline": load_restorer(task.variants / baseline / "restorer.pt", task.stage1)[0]}
+    for m in models.values():  # fp32 in NHWC, as `iqpfr restore` runs it: the same codes, 1.3x faster here
+        m.to(memory_format=INFERENCE_MEMORY_FORMAT)
+
+    def nhwc(x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=INFERENCE_MEMORY_FORMAT)
+
     images = {}
     for name, s, kind in spec.rows:
         lq, gt, _ = sets[s]
         images[name] = (lq if kind == "input" else gt if kind == "gt" else classical(lq) if kind == "classical"
-                        else sweep(models[kind], lq, [score], task.adain)[score])
+                        else sweep(models[kind], nhwc(lq), [score], task.adain)[score])
     tables = {name: measure(images[name], sets[s][2], sets[s][1], spec, prior_score) for name, s, _ in spec.rows}
     summary = {row: evaluate.summarise(t) for row, t in tables.items()}
     directions = {**spec.directions, "S": "higher"}
@@ -151,7 +182,7 @@ def run(task: Task, spec: Spec, main: str, baseline: str, score: float = 0.95, s
                        "mean_b": summary[b][metric], "diff": d["mean"], "low": d["low"], "high": d["high"],
                        "verdict": evaluate.verdict(d, directions[metric])})
     lq, _, clean = sets[spec.sweep_set]
-    swept = sweep(models["main"], lq[:sweep_count], BIN_CENTRES, task.adain)
+    swept = sweep(models["main"], nhwc(lq[:sweep_count]), BIN_CENTRES, task.adain)
     sweep_tq = ([float(task.true_quality(swept[s], clean[:sweep_count]).mean()) for s in BIN_CENTRES]
                 if clean is not None else [float("nan")] * len(BIN_CENTRES))
     sweep_s = [float(prior_score(swept[s]).mean()) for s in BIN_CENTRES]

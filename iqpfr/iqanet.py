@@ -142,8 +142,9 @@ def graded_distortions(img: np.ndarray, levels: int, kind: int, rng: np.random.G
 
 
 @torch.no_grad()
-def predict(net: IqaNet, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """Scores of (N, 3, H, W) images in [0,1] -> (N,) numpy."""
+def predict(net: IqaNet, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Scores of (N, 3, H, W) images in [0,1] -> (N,) numpy. Batches of 64 (64 px, 2 cores): 2.0 s for
+    1400 images against 4.1 s in batches of 256, whose activations overflow the caches; same scores."""
     net.eval()
     return torch.cat([net.score(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]).numpy()
 

@@ -40,7 +40,21 @@ def ciede2000(img: np.ndarray, clean: np.ndarray) -> float:
 
 def colour(img: np.ndarray, clean: np.ndarray) -> float:
     """Colour-aware true quality in [0, 1]: luma SSIM x exp(-mean CIEDE2000 / TAU)."""
-    return luma(img, clean) * float(np.exp(-ciede2000(img, clean) / TAU))
+    return colour_against(clean)(img)
+
+
+def colour_against(clean: np.ndarray):
+    """`colour(img, clean)` as a function of img alone, with the clean image's side (its 8-bit grid
+    and CIELAB) computed once: the bisections score nine candidates against one clean image."""
+    grid = _grid(clean)
+    lab = rgb2lab(grid)
+
+    def quality(img: np.ndarray) -> float:
+        g = _grid(img)
+        delta = float(deltaE_ciede2000(rgb2lab(g), lab).mean())
+        return _luma_ssim(g, grid) * float(np.exp(-delta / TAU))
+
+    return quality
 
 
 DEFINITIONS = {"luma": luma, "colour": colour}

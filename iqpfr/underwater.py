@@ -42,7 +42,7 @@ import pandas as pd
 from . import data
 from .degrade import jpeg, to_uint8_grid
 from .targetquality import at_quality, summary, synthetic_sets
-from .truequality import colour as true_quality
+from .truequality import colour as true_quality, colour_against
 from .world import QualityDistribution
 
 SPLITS = {"train": 0, "holdout": 1, "iqa_train": 2, "iqa_val": 3, "iqa_unseen": 4, "test": 5}
@@ -237,7 +237,7 @@ def reference_at_quality(clean: np.ndarray, raw: np.ndarray, target: float, rng:
     cast /= np.abs(cast).max()
     field = rng.standard_normal(clean.shape).astype(np.float32)
     img, q, t = at_quality(lambda s: artefacts(clean, raw, s, mix, cast, field, family),
-                           lambda im: true_quality(im, clean), target, steps)
+                           colour_against(clean), target, steps)
     return img, {"target_quality": round(target, 4), "severity": round(t, 4), "true_quality": round(q, 5),
                  "family": family, **{f"mix_{k}": round(float(v), 4)
                                        for k, v in zip(("residual", "overenhance", "cast", "noise"), mix)}}

@@ -240,3 +240,30 @@ def test_score_dropout_mask_is_seeded_and_has_its_rate():
     # two processes' shares interleave into the global batch's decisions
     halves = [conditioned.score_dropout_mask(7, 4000, 0.15, 3, rank, 2) for rank in (0, 1)]
     assert torch.equal(torch.stack(halves, 1).flatten(), a)
+
+
+@pytest.mark.parametrize("guidance, adain", [(1.0, True), (2.0, False), (2.0, True)])
+def test_enhancement_sweep_equals_restore_at_each_score(guidance, adain):
+    """The tasks' S sweep encodes once per batch and computes the 'no score' logits once; it must
+    still give each S exactly what `restore` gives."""
+    from iqpfr.enhancement import sweep
+
+    m = _guided_restorer()
+    m.guidance = guidance
+    lq = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    scores = (0.05, 0.55, 0.95)
+    out = sweep(m, lq, scores, adain, batch=2)
+    for s in scores:
+        assert torch.equal(out[s], torch.cat([m.restore(lq[i:i + 2], s, use_adain=adain) for i in range(0, 5, 2)]))
+    assert not torch.equal(out[0.05], out[0.95])  # the score matters, so the check above can fail
+
+
+def test_enhancement_sweep_equals_restore_in_channels_last():
+    """The tasks' evaluation runs its models in NHWC (`restore.INFERENCE_MEMORY_FORMAT`)."""
+    from iqpfr.enhancement import sweep
+    from iqpfr.restore import INFERENCE_MEMORY_FORMAT
+
+    m = _guided_restorer().to(memory_format=INFERENCE_MEMORY_FORMAT)
+    m.guidance = 2.0
+    lq = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2)).contiguous(memory_format=INFERENCE_MEMORY_FORMAT)
+    assert torch.equal(sweep(m, lq, [0.95], True)[0.95], m.restore(lq, 0.95))

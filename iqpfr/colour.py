@@ -35,7 +35,7 @@ from . import data
 from .degrade import to_uint8_grid
 from .synthfaces import render_face
 from .targetquality import at_quality, summary, synthetic_sets
-from .truequality import colour as true_quality
+from .truequality import colour_against
 from .world import QualityDistribution
 
 # split ids of the colour world's faces: apart from the face world's (world.SPLITS, 0-5)
@@ -108,7 +108,7 @@ def make_sample(seed: int, split: str, index: int, resolution: int, dist: Qualit
     rng = np.random.default_rng(sid + [1])
     target = dist.sample(rng)
     f = Flaws.draw(rng)
-    gt, q, t = at_quality(lambda s: colour_flaws(oracle, s, f, family), lambda im: true_quality(im, oracle), target)
+    gt, q, t = at_quality(lambda s: colour_flaws(oracle, s, f, family), colour_against(oracle), target)
     if target >= 0.999:
         gt, q, t = oracle, 1.0, 0.0
     rec = {"split": split, "index": index, "seed": "-".join(map(str, sid)), "family": family,
@@ -147,6 +147,21 @@ def write_set(out_dir: str | Path, split: str, count: int, seed: int, resolution
     rows = data._parallel(_one, jobs, workers, count, f"colour {split}")
     data.write_csv(Path(out_dir) / "manifest.csv", rows)
     return pd.DataFrame(rows)
+
+
+def score_bin_table(world_dir: str | Path, scores_csv: str | Path) -> pd.DataFrame:
+    """What each score bin holds: per bin of the prior's S, the training GTs' count, mean true
+    quality, mean colourfulness and that of their pristine faces, and the share of GTs more colourful
+    than their pristine face (over-saturated). Stage II at S learns to give the GTs of S's bin, so
+    the last row is what S = 0.95 asks for."""
+    world_dir = Path(world_dir)
+    df = data.read_manifest(world_dir).merge(pd.read_csv(scores_csv)[["file", "S", "bin"]], on="file")
+    pristine = np.array([colourfulness(data.load_png(world_dir / f)) for f in df["oracle_file"]])
+    df = df.assign(pristine_colourfulness=pristine, over=df["colourfulness"] > 1.05 * pristine)
+    return df.groupby("bin").agg(gts=("S", "size"), true_quality=("true_quality", "mean"),
+                                 colourfulness=("colourfulness", "mean"),
+                                 pristine_colourfulness=("pristine_colourfulness", "mean"),
+                                 more_colourful_than_pristine=("over", "mean"))
 
 
 # ----------------------------------------------------------------------------------------------

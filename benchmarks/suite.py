@@ -22,8 +22,8 @@ Cases
   memory per case); the ratio in the same run.
 - scoring: the learned prior and NIQE over the same images (--score-images, 256), a per-image loop
   against batches of 32 and of the default profile's scoring.batch_size (the learned prior also in
-  channels_last), and the folder scorer (`iqpfr score`: decode + score, streamed) with 1 and 2
-  processes.
+  channels_last, and with --compile also compiled at that batch size), and the folder scorer
+  (`iqpfr score`: decode + score, streamed) with 1 and 2 processes.
 
 The precision the package uses is never chosen from these timings (iqpfr/precision.py reads the
 CPU's flags); this suite is what that rule is checked against.
@@ -407,6 +407,16 @@ def case_scoring(args) -> dict:
                     t_b = _median_seconds(lambda: [m(xx[i:i + b]) for i in range(0, n, b)], args.repeats)
                     key = f"batch{b}" + ("_channels_last" if fmt == "channels_last" else "")
                     row[key] = {"images_per_s": round(n / t_b, 1), "speedup": round(t_loop / t_b, 2),
+                                "max_abs_diff_vs_loop": float((loop - batched).abs().max())}
+                if args.compile and name == "learned":  # the configured batch, compiled (inductor)
+                    b, compiled = configured, torch.compile(m.module)
+                    t = time.perf_counter()
+                    batched = torch.cat([compiled(xx[i:i + b]).reshape(-1) for i in range(0, n, b)])
+                    first = time.perf_counter() - t
+                    t_b = _median_seconds(lambda: [compiled(xx[i:i + b]) for i in range(0, n, b)], args.repeats)
+                    key = f"batch{b}_compiled" + ("_channels_last" if fmt == "channels_last" else "")
+                    row[key] = {"images_per_s": round(n / t_b, 1), "speedup": round(t_loop / t_b, 2),
+                                "compile_seconds": round(first - t_b, 1),
                                 "max_abs_diff_vs_loop": float((loop - batched).abs().max())}
                 m.module.to(memory_format=torch.contiguous_format)
             row["batched_images_per_s"] = row[f"batch{configured}"]["images_per_s"]

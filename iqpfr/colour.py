@@ -151,9 +151,9 @@ def write_set(out_dir: str | Path, split: str, count: int, seed: int, resolution
 
 def score_bin_table(world_dir: str | Path, scores_csv: str | Path) -> pd.DataFrame:
     """What each score bin holds: per bin of the prior's S, the training GTs' count, mean true
-    quality, mean colourfulness and that of their pristine faces, and the share of GTs more colourful
-    than their pristine face (over-saturated). Stage II at S learns to give the GTs of S's bin, so
-    the last row is what S = 0.95 asks for."""
+    quality, mean colourfulness and that of their pristine faces, and the share of GTs more than 5%
+    more colourful than their pristine face (over-saturated). Stage II at S learns to give the GTs of
+    S's bin, so the last row is what S = 0.95 asks for."""
     world_dir = Path(world_dir)
     df = data.read_manifest(world_dir).merge(pd.read_csv(scores_csv)[["file", "S", "bin"]], on="file")
     pristine = np.array([colourfulness(data.load_png(world_dir / f)) for f in df["oracle_file"]])

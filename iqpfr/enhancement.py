@@ -19,12 +19,12 @@ import torch
 
 from . import colour, evaluate, quality, truequality, uwmetrics
 from .conditioned import BIN_CENTRES, load_restorer
-from .restore import INFERENCE_MEMORY_FORMAT
-from .transformer import NUM_BINS, score_to_bin
-from .transformer import adain as transformer_adain
 from .iqanet import spearman
 from .pipeline import _load_stack
+from .restore import INFERENCE_MEMORY_FORMAT
 from .task import Task
+from .transformer import NUM_BINS, score_to_bin
+from .transformer import adain as transformer_adain
 
 Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]  # (output, clean, GT) (H, W, 3) in [0,1]
 

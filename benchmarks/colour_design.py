@@ -58,11 +58,14 @@ from iqpfr.task import COLOUR  # noqa: E402
 from iqpfr.world import QualityDistribution  # noqa: E402
 
 
-def design_params(params, gray: float, start: str):
-    """The params with the colour task's `degrade.gray_prob` override set to `gray` and its rows
-    started from `start`: "face" (params.yaml's `colour.finetune`) or "stage1" (no fine-tuning)."""
+def design_params(params, gray: float, start: str, ema_decay: float | None = None):
+    """The params with the colour task's `degrade.gray_prob` override set to `gray`, its rows
+    started from `start`: "face" (params.yaml's `colour.finetune`) or "stage1" (no fine-tuning), and
+    (unless None) its `stage2.ema_decay` set to `ema_decay` (0: the raw weights)."""
     overrides = copy.deepcopy(params.colour.overrides)
     overrides.setdefault("degrade", {})["gray_prob"] = gray
+    if ema_decay is not None:
+        overrides.setdefault("stage2", {})["ema_decay"] = ema_decay
     finetune = params.colour.finetune if start == "face" else {}
     return replace(params, colour=replace(params.colour, overrides=overrides, finetune=finetune))
 
@@ -88,6 +91,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--start", choices=("params", "face", "stage1", "both"), default="params",
                     help="rows fine-tuned from the face rows (colour.finetune), trained from stage I, both, "
                          "or as params.yaml says (default)")
+    ap.add_argument("--ema-decay", type=float, nargs="+", default=None,
+                    help="stage-II EMA decays to train with (default: the task's stage2.ema_decay; 0 = raw weights)")
     ap.add_argument("--guidance", type=float, nargs="+", default=None,
                     help="score guidance w of Baseline+ at restoring (default: the task's transformer.guidance)")
     ap.add_argument("--on", choices=("val", "test"), default="val",
@@ -105,6 +110,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     grays = sorted(set(args.gray if args.gray else [own]))
     if any(not 0.0 <= g <= 1.0 for g in grays):
         sys.exit(f"--gray: probabilities in [0, 1], got {grays}")
+    own_decay = cp.stage2.ema_decay
+    decays = sorted(set(args.ema_decay if args.ema_decay else [own_decay]), reverse=True)
+    if any(not 0.0 <= d < 1.0 for d in decays):
+        sys.exit(f"--ema-decay: decays in [0, 1), got {decays}")
     steps = cp.stage2.steps
     own_start = "face" if params.colour.finetune else "stage1"
     starts = {"params": [own_start], "both": ["face", "stage1"]}.get(args.start, [args.start])
@@ -115,18 +124,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         data = validation_data(params, tmp / "val") if args.on == "val" else COLOUR.data
-        for g, start in itertools.product(grays, starts):
-            pipeline = g == own and start == own_start
+        for g, start, decay in itertools.product(grays, starts, decays):
+            pipeline = g == own and start == own_start and decay == own_decay
             if pipeline:
                 main_ckpt, base_ckpt = COLOUR.stage2, COLOUR.variants / params.colour.baseline / "restorer.pt"
             else:
-                paths = snapshot_rows(design_params(params, g, start),
+                paths = snapshot_rows(design_params(params, g, start, decay),
                                       {"baseline_plus": "main", "baseline": params.colour.baseline},
-                                      steps, [steps], tmp / f"gray{g}-{start}")
+                                      steps, [steps], tmp / f"gray{g}-{start}-ema{decay}")
                 main_ckpt, base_ckpt = paths["baseline_plus", steps], paths["baseline", steps]
             for adain, w in itertools.product({"both": (True, False), "on": (True,), "off": (False,)}[args.adain], weights):
                 r = evaluate_snapshot(main_ckpt, base_ckpt, tmp / "eval", params.evaluation.score, w, adain=adain, data=data)
-                rows.append({"gray_prob": g, "start": start, "guidance": w, "adain": adain, "steps": steps,
+                rows.append({"gray_prob": g, "start": start, "ema_decay": decay, "guidance": w, "adain": adain, "steps": steps,
                              "pipeline": pipeline and w == cp.transformer.guidance, "set": args.on, **r})
                 print(pd.DataFrame(rows).round(3).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)

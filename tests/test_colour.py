@@ -155,6 +155,15 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     assert own.loc[True, "baseline_plus_ciede2000_oracle"] != pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
     from_stage1 = d[(d["gray_prob"] == 0.1) & (d["start"] == "stage1") & ~d["adain"] & (d["guidance"] == cp.transformer.guidance)]
     assert from_stage1["baseline_plus_ciede2000_oracle"].iloc[0] != pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
+    # --ema-decay: the params' decay is the pipeline's models; another decay (0: raw weights) trains its own rows
+    own_decay = cp.stage2.ema_decay
+    e = design.main(["--root", str(proj), "--gray", "0.1", "--start", "face", "--ema-decay", str(own_decay), "0.0",
+                     "--guidance", str(cp.transformer.guidance), "--on", "test", "--out", str(tmp_path / "ema.csv")])
+    assert list(e["ema_decay"]) == [own_decay, 0.0] and list(e["pipeline"]) == [True, False]
+    assert e["baseline_plus_ciede2000_oracle"].iloc[0] == pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
+    assert e["baseline_plus_ciede2000_oracle"].iloc[1] != pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
+    with pytest.raises(SystemExit, match="ema-decay"):
+        design.main(["--root", str(proj), "--ema-decay", "1.0", "--out", str(tmp_path / "bad.csv")])
     in_dir(proj)  # the designs are chosen on validation faces: none of them is a test face
     val = design.validation_data(p, tmp_path / "val")
     shas = {f: set(pd.read_csv(root / "testset/pairs/manifest.csv")["hq_sha256"]) for f, root in

@@ -28,9 +28,12 @@ colour.test_gray_prob gray LQ) applied to faces of their own (split "val") with 
 own (colour.test_seed + 1). `--on test` measures the test set instead, for comparison only.
 
     python benchmarks/colour_design.py --start both --guidance 1 2 3 4   # the committed table: ~8 min on 2 cores
+    python benchmarks/colour_design.py --guidance 1 2 --ema-decay 0.995 0.9875 0 --out reports/metrics/colour_ema.csv
+    python benchmarks/colour_design.py --steps 400 --out reports/metrics/colour_steps.csv   # a longer run of the rows
     python benchmarks/colour_design.py --gray 0.25 0.5 --adain both
 
-Writes reports/metrics/colour_design.csv (one row per design); notebook 06 shows it. Not a pipeline
+Writes reports/metrics/colour_design.csv (one row per design; --out names another file: colour_ema.csv and
+colour_steps.csv hold the EMA and length measurements); notebook 06 shows them. Not a pipeline
 stage: it trains models of its own in a temporary folder.
 """
 from __future__ import annotations
@@ -93,6 +96,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                          "or as params.yaml says (default)")
     ap.add_argument("--ema-decay", type=float, nargs="+", default=None,
                     help="stage-II EMA decays to train with (default: the task's stage2.ema_decay; 0 = raw weights)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="stage-II steps of every trained row (default: the task's stage2.steps)")
     ap.add_argument("--guidance", type=float, nargs="+", default=None,
                     help="score guidance w of Baseline+ at restoring (default: the task's transformer.guidance)")
     ap.add_argument("--on", choices=("val", "test"), default="val",
@@ -114,7 +119,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     decays = sorted(set(args.ema_decay if args.ema_decay else [own_decay]), reverse=True)
     if any(not 0.0 <= d < 1.0 for d in decays):
         sys.exit(f"--ema-decay: decays in [0, 1), got {decays}")
-    steps = cp.stage2.steps
+    own_steps = cp.stage2.steps
+    steps = args.steps if args.steps is not None else own_steps
+    if steps < 1:
+        sys.exit(f"--steps: at least 1, got {steps}")
     own_start = "face" if params.colour.finetune else "stage1"
     starts = {"params": [own_start], "both": ["face", "stage1"]}.get(args.start, [args.start])
     if "face" in starts and not params.colour.finetune:
@@ -125,13 +133,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         tmp = Path(d)
         data = validation_data(params, tmp / "val") if args.on == "val" else COLOUR.data
         for g, start, decay in itertools.product(grays, starts, decays):
-            pipeline = g == own and start == own_start and decay == own_decay
+            pipeline = g == own and start == own_start and decay == own_decay and steps == own_steps
             if pipeline:
                 main_ckpt, base_ckpt = COLOUR.stage2, COLOUR.variants / params.colour.baseline / "restorer.pt"
             else:
                 paths = snapshot_rows(design_params(params, g, start, decay),
                                       {"baseline_plus": "main", "baseline": params.colour.baseline},
-                                      steps, [steps], tmp / f"gray{g}-{start}-ema{decay}")
+                                      steps, [steps], tmp / f"gray{g}-{start}-ema{decay}-{steps}")
                 main_ckpt, base_ckpt = paths["baseline_plus", steps], paths["baseline", steps]
             for adain, w in itertools.product({"both": (True, False), "on": (True,), "off": (False,)}[args.adain], weights):
                 r = evaluate_snapshot(main_ckpt, base_ckpt, tmp / "eval", params.evaluation.score, w, adain=adain, data=data)

@@ -162,6 +162,12 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     assert list(e["ema_decay"]) == [own_decay, 0.0] and list(e["pipeline"]) == [True, False]
     assert e["baseline_plus_ciede2000_oracle"].iloc[0] == pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
     assert e["baseline_plus_ciede2000_oracle"].iloc[1] != pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
+    longer = design.main(["--root", str(proj), "--gray", "0.1", "--start", "face", "--steps", str(cp.stage2.steps + 1),
+                          "--guidance", str(cp.transformer.guidance), "--on", "test", "--out", str(tmp_path / "steps.csv")])
+    assert list(longer["steps"]) == [cp.stage2.steps + 1] and not longer["pipeline"].any()
+    assert longer["baseline_plus_ciede2000_oracle"].iloc[0] != pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
+    with pytest.raises(SystemExit, match="steps"):
+        design.main(["--root", str(proj), "--steps", "0", "--out", str(tmp_path / "bad.csv")])
     with pytest.raises(SystemExit, match="ema-decay"):
         design.main(["--root", str(proj), "--ema-decay", "1.0", "--out", str(tmp_path / "bad.csv")])
     in_dir(proj)  # the designs are chosen on validation faces: none of them is a test face

@@ -8,10 +8,12 @@ only starts late in the real run; the "default + ..." designs put the pipeline's
 one at a time, and the batch-8 design halves the batch at the same number of training images) and is
 evaluated every `--every` batch-16 steps' worth of images on the held-out GTs: PSNR (RGB, 8-bit grid)
 of the common-codebook (lambda = 0) reconstruction, the fraction of codes of C used on the held-out
-set, and the seconds per step (wall clock; meaningful only on an otherwise idle machine). `--steps`
-and `--every` count steps of batch 16; a design with batch b runs 16 / b times as many steps. Rows
-record the design's own step, its batch and the training images seen. Results go to
-reports/metrics/stage1_design.csv (a design's rows replace its earlier ones), which notebook 02 plots.
+set, Spearman(GT's true quality, its reconstruction's) as the pipeline's
+`spearman_true_quality_gt_vs_recon`, and the seconds per step (wall clock; meaningful only on an
+otherwise idle machine). `--steps` and `--every` count steps of batch 16; a design with batch b
+runs 16 / b times as many steps. Rows record the design's own step, its batch and the training
+images seen. Results go to reports/metrics/stage1_design.csv (a design's rows replace its earlier
+ones), which notebook 02 plots.
 
     python benchmarks/stage1_design.py --steps 300   # every design (3-4 min each on 2 idle cores)
     python benchmarks/stage1_design.py --steps 100 --designs f4_512_encoder
@@ -22,9 +24,15 @@ reports/metrics/stage1_design.csv (a design's rows replace its earlier ones), wh
     python benchmarks/stage1_design.py --steps 1000 --every 125 --designs "default + HQ+ gate, batch 8" \
         --out reports/metrics/stage1_long.csv
     python benchmarks/stage1_design.py --steps 300 --designs f4_512_uniform --seeds 0 1 2   # seed spread
+    # does stage I keep the GTs' quality? The recipe over the run's 1400 steps, and the experimental
+    # spectrum term over 300 (notebook 02 plots this file: a dependency of the train_codebook stage)
+    python benchmarks/stage1_design.py --steps 1400 --designs "default + HQ+ gate" --out reports/metrics/stage1_keeps.csv
+    python benchmarks/stage1_design.py --steps 300 --designs "default + HQ+ gate + spectral" \
+        --out reports/metrics/stage1_keeps.csv
 
-A design name given to --designs selects every design that starts with it. Rows carry the stage-I
-seed; a (design, seed) pair's rows replace its earlier ones in the file.
+A design's full name given to --designs selects that design; another name selects every design
+that starts with it. Rows carry the stage-I seed; a (design, seed) pair's rows replace its earlier
+ones in the file.
 """
 from __future__ import annotations
 
@@ -43,7 +51,10 @@ sys.path.insert(0, str(ROOT))
 
 from iqpfr import codebook, data, evaluate  # noqa: E402
 from iqpfr.config import load_params  # noqa: E402
+from iqpfr.iqanet import spearman  # noqa: E402
+from iqpfr.losses import LUMA  # noqa: E402
 from iqpfr.pipeline import WORLD, _load_stack  # noqa: E402
+from iqpfr.task import FACE  # noqa: E402
 from iqpfr.train import Stage1Trainer, make_perceptual  # noqa: E402
 
 OUT = ROOT / "reports/metrics/stage1_design.csv"
@@ -64,19 +75,51 @@ DESIGNS = {
     "default + HQ+ gate + GAN": ({}, dict(B16, gate_from="stage1", gan_start=800)),  # the recipe until the GAN was dropped
     # twice the updates for the same images, in about the same time (measured: worse than batch 16)
     "default + HQ+ gate, batch 8": ({}, dict(gate_from="stage1", batch_size=8, restart_every=100)),
+    # experiments for the restoration issue's "stage I keeps the GTs' quality": the perceptual term
+    # plus a patch amplitude-spectrum term (`SpectralSSIM` below), so that the decoder is asked for
+    # a noisy GT's high-frequency energy without having to store its noise
+    "default + HQ+ gate + spectral 1": ({}, dict(B16, gate_from="stage1", spectral=1.0)),
+    "default + HQ+ gate + spectral 4": ({}, dict(B16, gate_from="stage1", spectral=4.0)),
 }
 
 
+class SpectralSSIM(torch.nn.Module):
+    """Experimental perceptual term (benchmark only, not in the pipeline): the params' term plus
+    `weight` x the mean L1 distance between the amplitude spectra of `patch` x `patch` luma tiles
+    (x, y: (B, 3, R, R) in [0,1], R a multiple of `patch`; each tile's DFT divided by its pixel
+    count, the mean distance multiplied by `patch`). The amplitude ignores phase: a decoder can
+    match a noisy tile's energy with noise of its own."""
+
+    def __init__(self, base: torch.nn.Module | None, weight: float, patch: int = 8):
+        super().__init__()
+        self.base, self.weight, self.patch = base, weight, patch
+
+    def amplitude(self, x: torch.Tensor) -> torch.Tensor:
+        luma = (x * torch.tensor(LUMA, device=x.device).view(1, 3, 1, 1)).sum(1)  # (B, R, R)
+        p = self.patch
+        tiles = luma.unfold(1, p, p).unfold(2, p, p)  # (B, R/p, R/p, p, p)
+        return torch.fft.rfft2(tiles, norm="forward").abs()  # (B, R/p, R/p, p, p/2 + 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        base = self.base(x, y) if self.base is not None else x.new_zeros(())
+        return base + self.weight * (self.amplitude(x.float()) - self.amplitude(y.float())).abs().mean() * self.patch
+
+
 @torch.no_grad()
-def holdout_figures(model, x: torch.Tensor) -> tuple[float, float]:
-    """Mean PSNR of the lambda = 0 reconstruction of x (N, 3, R, R) in [0,1], and C's code use."""
+def holdout_figures(model, x: torch.Tensor, oracle: torch.Tensor) -> dict:
+    """Figures of the lambda = 0 reconstruction of the held-out GTs x (N, 3, R, R) in [0,1]: mean
+    PSNR to x, C's code use, and Spearman(GT's true quality, reconstruction's) against the GTs'
+    pristine renders `oracle` (the pipeline's `spearman_true_quality_gt_vs_recon`)."""
     model.eval()
     z = model.encode(x * 2 - 1)
     idx = model.quant_c.nearest(z)
     rec = ((model.decode(model.quant_c.lookup(idx)) + 1) / 2).clamp(0, 1)
     model.train()
     psnr = np.mean([evaluate.psnr(r.permute(1, 2, 0).numpy(), g.permute(1, 2, 0).numpy()) for r, g in zip(rec, x)])
-    return float(psnr), float((torch.bincount(idx.flatten(), minlength=model.cfg.codebook_size) > 0).float().mean())
+    keeps = spearman(FACE.true_quality(x, oracle), FACE.true_quality(rec, oracle))
+    return {"psnr_holdout_lambda0": round(float(psnr), 3),
+            "used_c_holdout": round(float((torch.bincount(idx.flatten(), minlength=model.cfg.codebook_size) > 0).float().mean()), 4),
+            "spearman_true_quality_lambda0": round(float(keeps), 4)}
 
 
 def run(name: str, steps: int, every: int, params_path, seed: int | None = None) -> list[dict]:
@@ -86,6 +129,7 @@ def run(name: str, steps: int, every: int, params_path, seed: int | None = None)
     vq_over, s_over = DESIGNS[name]
     s_over = dict(s_over)
     perceptual = s_over.pop("perceptual", p.stage1.perceptual)
+    spectral = s_over.pop("spectral", 0.0)  # weight of SpectralSSIM's spectrum term; 0: the params' term
     gate_from = s_over.pop("gate_from", None)  # "stage1": the pipeline's gates (stage1.gate); else closed
     per = REF_BATCH // s_over["batch_size"]  # the design's steps per batch-16 step
     gan_start = s_over.pop("gan_start", 10**9 // per) * per  # the (batch-16) step the design's GAN starts at; default: none
@@ -100,18 +144,19 @@ def run(name: str, steps: int, every: int, params_path, seed: int | None = None)
         settings = replace(settings, seed=seed)
     images = data.ManifestDataset(WORLD / "train")
     holdout, _ = _load_stack(WORLD / "holdout")
+    oracle, _ = _load_stack(WORLD / "holdout", "oracle_file")
     gates = codebook.stage1_gates(p.stage1, len(images)) if gate_from == "stage1" else torch.zeros(len(images))
-    trainer = Stage1Trainer(cfg, settings, images, gates, make_perceptual(perceptual, "cpu"))
+    term = make_perceptual(perceptual, "cpu")
+    trainer = Stage1Trainer(cfg, settings, images, gates, SpectralSSIM(term, spectral) if spectral else term)
     rows, t_sum = [], 0.0
     while trainer.step < steps:
         t0 = time.perf_counter()
         trainer.train_step()
         t_sum += time.perf_counter() - t0
         if trainer.step % every == 0:
-            psnr, used = holdout_figures(trainer.model, holdout)
             rows.append({"design": name, "seed": settings.seed, "step": trainer.step, "batch": settings.batch_size,
-                         "images": trainer.step * settings.batch_size, "psnr_holdout_lambda0": round(psnr, 3),
-                         "used_c_holdout": round(used, 4), "precision": settings.precision,
+                         "images": trainer.step * settings.batch_size, **holdout_figures(trainer.model, holdout, oracle),
+                         "precision": settings.precision,
                          "tokens": cfg.latent_size ** 2, "codebook_size": cfg.codebook_size,
                          "seconds_per_step": round(t_sum / trainer.step, 3)})
             print(rows[-1], flush=True)
@@ -130,7 +175,8 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     torch.set_num_threads(2)
-    names = [n for want in args.designs for n in DESIGNS if n.startswith(want)]
+    # a design's full name selects it alone; otherwise a name selects every design it starts
+    names = [n for want in args.designs for n in ([want] if want in DESIGNS else [d for d in DESIGNS if d.startswith(want)])]
     params = load_params(args.params)  # read once: every design runs on the same settings
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:  # each (design, seed)'s rows replace its earlier ones, the others are kept

@@ -17,6 +17,7 @@ def test_stage1_design_benchmark_runs_one_short_design(root, in_dir, tiny_projec
     rows = mod.run(name, steps=2, every=1, params_path="params.yaml")
     assert [r["step"] for r in rows] == [1, 2]
     assert all(0 < r["psnr_holdout_lambda0"] < 100 and 0 < r["used_c_holdout"] <= 1 for r in rows)
+    assert all(-1 <= r["spearman_true_quality_lambda0"] <= 1 for r in rows)  # the pipeline's keeps-quality figure
     # a batch-8 design sees the same training images in twice the steps: curves compare by images
     from dataclasses import replace
 
@@ -56,6 +57,23 @@ def test_stage1_design_puts_the_pipelines_gate_and_gan_back(root, in_dir, tiny_p
     finally:
         mod.Stage1Trainer.__init__ = real_init
     assert [(r["step"], r["seed"]) for r in rows] == [(2, 3)]
+
+
+def test_spectral_term_sees_energy_not_phase(root):
+    """The experimental spectrum term is 0 for identical images and for tiles that only moved their
+    content (a flipped tile keeps its amplitude spectrum), and positive when energy is lost (blur)."""
+    spec = importlib.util.spec_from_file_location("stage1_design", root / "benchmarks" / "stage1_design.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    term = mod.SpectralSSIM(None, 1.0, patch=8)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    tiles = x.unfold(2, 8, 8).unfold(3, 8, 8).flip(-1, -2)  # (B, 3, 2, 2, 8, 8), each tile flipped
+    flipped = tiles.permute(0, 1, 2, 4, 3, 5).reshape(x.shape)
+    assert not torch.equal(flipped, x)
+    assert term(x, x).item() == 0.0
+    assert term(flipped, x).item() < 1e-6
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+    assert term(blurred, x).item() > 0.01
 
 
 def _suite():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from iqpfr.extrapolate import log_linear_fit, steps_to_reach
+from iqpfr.extrapolate import error_kept_for_spearman, log_linear_fit, steps_to_reach
 
 
 def test_fit_recovers_a_log_linear_curve():
@@ -34,3 +34,19 @@ def test_bad_input_is_refused():
         log_linear_fit(np.array([0.0, 1.0]), np.array([1.0, 2.0]))
     with pytest.raises(ValueError):
         log_linear_fit(np.array([1.0]), np.array([1.0]))
+
+
+def test_error_kept_for_spearman_is_the_largest_share_that_reaches_the_target():
+    """Errors that keep the order need no shrinking; a share a reaches the target and a share just
+    above it does not; bad input is refused."""
+    from scipy.stats import spearmanr
+
+    truth = np.linspace(0.1, 0.9, 30)
+    assert error_kept_for_spearman(truth, truth + 0.05, 0.8) == 1.0  # a constant shift keeps every rank
+    noise = np.random.default_rng(0).normal(0, 0.3, 30)
+    a = error_kept_for_spearman(truth, truth + noise, 0.8)
+    assert 0.0 < a < 1.0
+    assert spearmanr(truth, truth + a * noise)[0] >= 0.8
+    assert spearmanr(truth, truth + (a + 0.01) * noise)[0] < 0.8
+    with pytest.raises(ValueError):
+        error_kept_for_spearman(truth, truth[:5], 0.8)

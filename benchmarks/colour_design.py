@@ -30,10 +30,11 @@ own (colour.test_seed + 1). `--on test` measures the test set instead, for compa
     python benchmarks/colour_design.py --start both --guidance 1 2 3 4   # the committed table: ~8 min on 2 cores
     python benchmarks/colour_design.py --guidance 1 2 --ema-decay 0.995 0.9875 0 --out reports/metrics/colour_ema.csv
     python benchmarks/colour_design.py --steps 400 --out reports/metrics/colour_steps.csv   # a longer run of the rows
+    python benchmarks/colour_design.py --gray 0.5 0.65 0.8 --out reports/metrics/colour_gray.csv   # the gray share, fine-tuned
     python benchmarks/colour_design.py --gray 0.25 0.5 --adain both
 
-Writes reports/metrics/colour_design.csv (one row per design; --out names another file: colour_ema.csv and
-colour_steps.csv hold the EMA and length measurements); notebook 06 shows them. Not a pipeline
+Writes reports/metrics/colour_design.csv (one row per design; --out names another file: colour_ema.csv,
+colour_steps.csv and colour_gray.csv hold the EMA, length and gray-share measurements); notebook 06 shows them. Not a pipeline
 stage: it trains models of its own in a temporary folder.
 """
 from __future__ import annotations

@@ -267,3 +267,23 @@ def test_ordinal_score_embedding_adds_a_shared_trend_and_leaves_the_class_as_it_
         expect = z + torch.stack([-t.score_map_trend, t.score_map_trend, t.score_map[NUM_BINS]])
         assert torch.allclose(out, expect)
     assert not hasattr(transformer.CodeTransformer(cfg), "score_map_trend")
+
+
+def test_score_embedding_rows_of_a_rerun_replace_only_their_own_design_and_seed(root):
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("score_embedding", root / "benchmarks" / "score_embedding.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def rows(design, seed, reach):
+        return pd.DataFrame({"design": design, "seed": seed, "guidance": [2.0, 1.0], "reach": reach})
+
+    old = pd.concat([rows("table + ordinal trend", 0, 0.1), rows("table (pipeline)", 0, 0.2), rows("table", 1, 0.3)])
+    merged = mod.merge(old, rows("table + ordinal trend", 0, 0.9))
+    assert list(zip(merged["design"], merged["seed"], merged["guidance"])) == [
+        ("table (pipeline)", 0, 1.0), ("table (pipeline)", 0, 2.0), ("table + ordinal trend", 0, 1.0),
+        ("table + ordinal trend", 0, 2.0), ("table", 1, 1.0), ("table", 1, 2.0)]
+    assert merged.loc[merged["design"] == "table + ordinal trend", "reach"].tolist() == [0.9, 0.9]
+    assert merged.loc[merged["design"] == "table", "reach"].tolist() == [0.3, 0.3]
+    assert mod.merge(None, rows("table", 1, 0.5))["guidance"].tolist() == [1.0, 2.0]

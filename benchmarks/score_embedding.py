@@ -17,7 +17,8 @@ rare low bins then sit at -D from the top bins instead of near zero. It is the s
 trend only" drops R (Emb[k] = c_k D): the score can then only move the latent along one direction.
 
 The script trains the main model (params.yaml, `stage2` and `transformer` as the pipeline trains
-it, same seed and data) with that design in a temporary folder, then measures both it and the
+it, same data, and the same seed unless --seed) with each design of --designs in a temporary folder
+("table" retrains the paper's design, to compare seeds), then measures them and the
 pipeline's `models/stage2/restorer.pt` on the held-out GTs exactly as `benchmarks/guidance.py` does
 (true quality = SSIM to the pristine oracle, and the learned prior's score, at S = 0.05, 0.5 and
 0.95 for each guidance w). The design is patched into this process only; the package is unchanged.

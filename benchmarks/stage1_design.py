@@ -25,9 +25,12 @@ ones), which notebook 02 plots.
         --out reports/metrics/stage1_long.csv
     python benchmarks/stage1_design.py --steps 300 --designs f4_512_uniform --seeds 0 1 2   # seed spread
     # does stage I keep the GTs' quality? The recipe over the run's 1400 steps, and the experimental
-    # spectrum term over 300 (notebook 02 plots this file: a dependency of the train_codebook stage)
+    # spectrum term, weight 1 over 1400 and weight 4 over 300 (notebook 02 plots this file: a
+    # dependency of the train_codebook stage)
     python benchmarks/stage1_design.py --steps 1400 --designs "default + HQ+ gate" --out reports/metrics/stage1_keeps.csv
-    python benchmarks/stage1_design.py --steps 300 --designs "default + HQ+ gate + spectral" \
+    python benchmarks/stage1_design.py --steps 1400 --designs "default + HQ+ gate + spectral 1" \
+        --out reports/metrics/stage1_keeps.csv
+    python benchmarks/stage1_design.py --steps 300 --designs "default + HQ+ gate + spectral 4" \
         --out reports/metrics/stage1_keeps.csv
 
 A design's full name given to --designs selects that design; another name selects every design

@@ -234,14 +234,19 @@ def test_knob_diagnosis_reports_every_measure_of_a_group(root):
     assert all(0 <= row[k] <= 1 for k in ("acc_c_S0.05", "acc_c_S0.95"))
 
 
+def _score_embedding_module(root):
+    spec = importlib.util.spec_from_file_location("score_embedding", root / "benchmarks" / "score_embedding.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_ordinal_score_embedding_adds_a_shared_trend_and_leaves_the_class_as_it_was(root):
     """benchmarks/score_embedding.py: Emb[k] + c_k D with c from -1 (bin 0) to 1 (bin 9), none for "no score"."""
     from iqpfr import transformer
     from iqpfr.transformer import NUM_BINS, TransformerConfig
 
-    spec = importlib.util.spec_from_file_location("score_embedding", root / "benchmarks" / "score_embedding.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _score_embedding_module(root)
     c = mod.ordinal_coefficients(torch.arange(NUM_BINS + 1))
     assert c[0] == -1 and c[NUM_BINS - 1] == 1 and c[NUM_BINS] == 0
     assert (c[1:NUM_BINS] > c[:NUM_BINS - 1]).all() and c[4] == -c[5]
@@ -272,9 +277,7 @@ def test_ordinal_score_embedding_adds_a_shared_trend_and_leaves_the_class_as_it_
 def test_score_embedding_rows_of_a_rerun_replace_only_their_own_design_and_seed(root):
     import pandas as pd
 
-    spec = importlib.util.spec_from_file_location("score_embedding", root / "benchmarks" / "score_embedding.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _score_embedding_module(root)
 
     def rows(design, seed, reach):
         return pd.DataFrame({"design": design, "seed": seed, "guidance": [2.0, 1.0], "reach": reach})

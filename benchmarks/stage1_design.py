@@ -32,6 +32,9 @@ ones), which notebook 02 plots.
         --out reports/metrics/stage1_keeps.csv
     python benchmarks/stage1_design.py --steps 300 --designs "default + HQ+ gate + spectral 4" \
         --out reports/metrics/stage1_keeps.csv
+    # the recipe's seed spread (a file of its own: notebook 02 draws one curve per design)
+    python benchmarks/stage1_design.py --steps 1400 --designs "default + HQ+ gate" --seeds 1 \
+        --out reports/metrics/stage1_seeds.csv
 
 A design's full name given to --designs selects that design; another name selects every design
 that starts with it. Rows carry the stage-I seed; a (design, seed) pair's rows replace its earlier

@@ -7,11 +7,17 @@ import pytest
 import torch
 
 
-def test_stage1_design_benchmark_runs_one_short_design(root, in_dir, tiny_project):
-    """The script notebook 02 names: the default design, two steps, on the tiny project's world."""
-    spec = importlib.util.spec_from_file_location("stage1_design", root / "benchmarks" / "stage1_design.py")
+
+def _benchmark(root, name: str):
+    """The script benchmarks/<name>.py, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, root / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+def test_stage1_design_benchmark_runs_one_short_design(root, in_dir, tiny_project):
+    """The script notebook 02 names: the default design, two steps, on the tiny project's world."""
+    mod = _benchmark(root, "stage1_design")
     name = next(n for n in mod.DESIGNS if "(default)" in n)  # the design the default profile uses is measured
     in_dir(tiny_project)
     rows = mod.run(name, steps=2, every=1, params_path="params.yaml")
@@ -35,9 +41,7 @@ def test_stage1_design_puts_the_pipelines_gate_and_gan_back(root, in_dir, tiny_p
 
     from iqpfr.config import load_params
 
-    spec = importlib.util.spec_from_file_location("stage1_design", root / "benchmarks" / "stage1_design.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _benchmark(root, "stage1_design")
     in_dir(tiny_project)
     p = load_params("params.yaml")
     p = replace(p, stage1=replace(p.stage1, gate="all"))
@@ -62,9 +66,7 @@ def test_stage1_design_puts_the_pipelines_gate_and_gan_back(root, in_dir, tiny_p
 def test_spectral_term_sees_energy_not_phase(root):
     """The experimental spectrum term is 0 for identical images and for tiles that only moved their
     content (a flipped tile keeps its amplitude spectrum), and positive when energy is lost (blur)."""
-    spec = importlib.util.spec_from_file_location("stage1_design", root / "benchmarks" / "stage1_design.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _benchmark(root, "stage1_design")
     term = mod.SpectralSSIM(None, 1.0, patch=8)
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     tiles = x.unfold(2, 8, 8).unfold(3, 8, 8).flip(-1, -2)  # (B, 3, 2, 2, 8, 8), each tile flipped
@@ -173,17 +175,10 @@ def test_scoring_benchmark_compares_batches_and_layouts_with_the_loop():
     assert all("seconds" in res[f"folder_scorer_{p}_process"] for p in (1, 2))
 
 
-def _guidance_module(root):
-    spec = importlib.util.spec_from_file_location("guidance", root / "benchmarks" / "guidance.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_guidance_rule_takes_the_smallest_w_within_reach_and_cost(root):
     import pandas as pd
 
-    mod = _guidance_module(root)
+    mod = _benchmark(root, "guidance")
     t = pd.DataFrame({"guidance": [1.0, 2.0, 3.0, 4.0], "ssim_oracle_S0.95": [0.75, 0.749, 0.746, 0.74],
                       "reach": [0.02, 0.04, 0.058, 0.07]})
     assert mod.choose(t, reach=0.05, cost=0.005) == 3.0
@@ -195,7 +190,7 @@ def test_guidance_sweep_measures_every_w_on_a_guided_model(root):
     from iqpfr.transformer import QualityRestorer, TransformerConfig
     from iqpfr.vqgan import DualCodebookVQGAN, VQGANConfig
 
-    mod = _guidance_module(root)
+    mod = _benchmark(root, "guidance")
     torch.manual_seed(0)
     v = VQGANConfig(resolution=32, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), emb_dim=16,
                     codebook_size=32, disc_nf=8, disc_layers=2, fusion_heads=2)
@@ -214,9 +209,7 @@ def test_knob_diagnosis_reports_every_measure_of_a_group(root):
     from iqpfr.transformer import QualityRestorer, TransformerConfig
     from iqpfr.vqgan import DualCodebookVQGAN, VQGANConfig
 
-    spec = importlib.util.spec_from_file_location("knob_diagnosis", root / "benchmarks" / "knob_diagnosis.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _benchmark(root, "knob_diagnosis")
     torch.manual_seed(0)
     v = VQGANConfig(resolution=32, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), emb_dim=16,
                     codebook_size=32, disc_nf=8, disc_layers=2, fusion_heads=2)
@@ -234,19 +227,12 @@ def test_knob_diagnosis_reports_every_measure_of_a_group(root):
     assert all(0 <= row[k] <= 1 for k in ("acc_c_S0.05", "acc_c_S0.95"))
 
 
-def _score_embedding_module(root):
-    spec = importlib.util.spec_from_file_location("score_embedding", root / "benchmarks" / "score_embedding.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_ordinal_score_embedding_adds_a_shared_trend_and_leaves_the_class_as_it_was(root):
     """benchmarks/score_embedding.py: Emb[k] + c_k D with c from -1 (bin 0) to 1 (bin 9), none for "no score"."""
     from iqpfr import transformer
     from iqpfr.transformer import NUM_BINS, TransformerConfig
 
-    mod = _score_embedding_module(root)
+    mod = _benchmark(root, "score_embedding")
     c = mod.ordinal_coefficients(torch.arange(NUM_BINS + 1))
     assert c[0] == -1 and c[NUM_BINS - 1] == 1 and c[NUM_BINS] == 0
     assert (c[1:NUM_BINS] > c[:NUM_BINS - 1]).all() and c[4] == -c[5]
@@ -277,7 +263,7 @@ def test_ordinal_score_embedding_adds_a_shared_trend_and_leaves_the_class_as_it_
 def test_score_embedding_rows_of_a_rerun_replace_only_their_own_design_and_seed(root):
     import pandas as pd
 
-    mod = _score_embedding_module(root)
+    mod = _benchmark(root, "score_embedding")
 
     def rows(design, seed, reach):
         return pd.DataFrame({"design": design, "seed": seed, "guidance": [2.0, 1.0], "reach": reach})

@@ -272,7 +272,8 @@ def load_restorer(path=STAGE2, stage1_path=STAGE1, ema: bool = True, guidance: f
 def transformer_config(data_cfg: DataConfig, vqgan: VqganParams, tp: TransformerParams) -> TransformerConfig:
     v = vqgan_config(data_cfg, vqgan)
     return TransformerConfig(v.latent_size, v.emb_dim, v.codebook_size, tp.n_layers, tp.n_heads, tp.d_model, tp.d_ff,
-                             tp.conditioning, tp.dropout, tp.codebooks, null_bin=tp.score_dropout > 0)
+                             tp.conditioning, tp.dropout, tp.codebooks, null_bin=tp.score_dropout > 0,
+                             score_trend=tp.score_trend)
 
 
 def stage2_settings(s2: Stage2Config, device: torch.device | str = "cpu", score_dropout: float = 0.0) -> Stage2Settings:
@@ -487,7 +488,7 @@ def embedding_strength(model: QualityRestorer, lq: torch.Tensor) -> dict[str, fl
     (N, 3, R, R) in [0,1]. Empty for models without the "add" embedding."""
     if model.transformer.score_map is None:
         return {}
-    emb = model.transformer.score_map  # (10, D, r, r)
+    low, high = model.transformer.embedding(torch.tensor([0, NUM_BINS - 1], device=lq.device))  # (D, r, r) each
     z = model.encoder(lq * 2 - 1)
-    return {"embedding_rms_bin9_minus_bin0": float((emb[-1] - emb[0]).pow(2).mean().sqrt()),
+    return {"embedding_rms_bin9_minus_bin0": float((high - low).pow(2).mean().sqrt()),
             "latent_rms": float(z.pow(2).mean().sqrt())}

@@ -261,6 +261,7 @@ class TransformerParams:
     codebooks: str  # "dual" (C + HQ+ H, the method) or "common" (C only: the single-codebook baseline)
     score_dropout: float  # training: probability that a GT's score bin is replaced by "no score" (needed by guidance)
     guidance: float  # inference: logits = l_none + guidance * (l_S - l_none); 1.0 = the plain conditioned model
+    score_trend: bool  # "add" only: learn the embedding as Emb[k] = R[k] + c_k D (a trend shared by the bins; ours)
 
     def validate(self) -> None:
         _choice("transformer.conditioning", self.conditioning, ("add", "adaln", "none"))
@@ -275,6 +276,9 @@ class TransformerParams:
         if self.guidance != 1.0 and self.score_dropout == 0:
             raise ConfigError("transformer.guidance: guidance needs a model that also learned without a score "
                               "(transformer.score_dropout > 0); set 1.0")
+        if self.score_trend and self.conditioning != "add":
+            raise ConfigError(f"transformer.score_trend: a trend of the additive embedding needs conditioning add, "
+                              f"got {self.conditioning!r}; set false")
         if self.d_model % self.n_heads:
             raise ConfigError("transformer.d_model: must be divisible by transformer.n_heads")
 

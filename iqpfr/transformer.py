@@ -42,6 +42,7 @@ class TransformerConfig:
     codebooks: str = "dual"  # "dual" (C and HQ+ H, the method) | "common" (C only: the single-codebook baseline)
     fidelity_resolutions: tuple[int, ...] = ()  # CodeFormer's fusion blocks (imported weights only): e.g. (32, 64, 128, 256)
     null_bin: bool = False  # an extra "no score" bin (index NUM_BINS), trained by score dropout, used by guidance
+    score_trend: bool = False  # "add" only: Emb[k] = R[k] + c_k D, a trend map D shared by the bins (ours; see `condition`)
 
     def __post_init__(self):
         object.__setattr__(self, "fidelity_resolutions", tuple(self.fidelity_resolutions))
@@ -53,6 +54,8 @@ class TransformerConfig:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.null_bin and self.conditioning == "none":
             raise ValueError("null_bin needs a score-conditioned model (conditioning add or adaln)")
+        if self.score_trend and self.conditioning != "add":
+            raise ValueError(f"score_trend is a form of the additive embedding: conditioning add, got {self.conditioning!r}")
 
     @property
     def bins(self) -> int:
@@ -67,6 +70,14 @@ class TransformerConfig:
 def score_to_bin(score: torch.Tensor) -> torch.Tensor:
     """S in [0,1] (B,) -> bin floor(10 S) clamped to 0..9 (B,) long."""
     return torch.clamp(torch.floor(score * NUM_BINS), 0, NUM_BINS - 1).long()
+
+
+def ordinal_coefficients(bins: torch.Tensor) -> torch.Tensor:
+    """The trend's weight c_k = (k - 4.5) / 4.5 for score bins k in 0..9 (-1 ... 1), 0 for the "no
+    score" bin (index NUM_BINS): (B,) long -> (B,) float."""
+    half = (NUM_BINS - 1) / 2
+    c = (bins.float() - half) / half
+    return torch.where(bins < NUM_BINS, c, torch.zeros_like(c))
 
 
 class Block(nn.Module):
@@ -113,6 +124,8 @@ class CodeTransformer(nn.Module):
         d = cfg.d_model
         self.score_map = (nn.Parameter(torch.zeros(cfg.bins, cfg.emb_dim, cfg.latent_size, cfg.latent_size))
                           if cfg.conditioning == "add" else None)
+        self.score_map_trend = (nn.Parameter(torch.zeros(cfg.emb_dim, cfg.latent_size, cfg.latent_size))
+                                if cfg.score_trend else None)  # its name puts it in the score embedding's lr group
         if cfg.conditioning == "adaln":
             self.score_vec = nn.Embedding(cfg.bins, d)
             self.modulation = nn.ModuleList([nn.Linear(d, 6 * d) for _ in range(cfg.n_layers)])
@@ -132,13 +145,26 @@ class CodeTransformer(nn.Module):
                 if mod.bias is not None:
                     nn.init.zeros_(mod.bias)
 
+    def embedding(self, bins: torch.Tensor) -> torch.Tensor:
+        """Emb[bin] of the "add" conditioning, (B,) -> (B, D, r, r).
+
+        With `score_trend` the table is learned as Emb[k] = R[k] + c_k D (`ordinal_coefficients`):
+        the trend map D is shared by every bin and learns from every GT the direction in which the
+        targets change with quality, so the rare low bins sit at -D from the top bins instead of
+        near their zero start (benchmarks/score_embedding.py measured it). Same function class as
+        the paper's table (eq. 12), another optimisation; the "no score" bin has no trend."""
+        emb = self.score_map[bins]
+        if self.score_map_trend is not None:
+            emb = emb + ordinal_coefficients(bins).view(-1, 1, 1, 1) * self.score_map_trend
+        return emb
+
     def condition(self, z: torch.Tensor, bins: torch.Tensor | None) -> torch.Tensor:
         """eq. 12 for "add": z + Emb[bin] (B, D, r, r); the latent unchanged otherwise."""
         if self.score_map is None:
             return z
         if bins is None:
             raise ValueError("this model is score-conditioned: give a score bin per image")
-        return z + self.score_map[bins]
+        return z + self.embedding(bins)
 
     def forward(self, z_cond: torch.Tensor, bins: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z_cond: the (already conditioned) latent (B, D, r, r). Returns (logits_c, logits_h), (B, T, K)."""

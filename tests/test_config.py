@@ -205,6 +205,9 @@ def test_a_task_override_is_checked_against_the_shared_sections(root):
     ({"guidance": 2.0, "score_dropout": 0.0}, r"transformer\.guidance: guidance needs .*score_dropout > 0"),
     ({"conditioning": "none", "score_dropout": 0.1, "guidance": 1.0}, r"transformer\.score_dropout: an unconditioned model"),
     ({"score_dropout": 1.0}, r"transformer\.score_dropout: 1\.0 is outside"),
+    ({"conditioning": "none", "score_dropout": 0.0, "guidance": 1.0, "score_trend": True},
+     r"transformer\.score_trend: a trend of the additive embedding needs conditioning add, got 'none'"),
+    ({"conditioning": "adaln", "score_trend": True}, r"transformer\.score_trend: .*got 'adaln'"),
 ])
 def test_guidance_settings_are_checked(root, edit, message):
     raw = _raw(root)

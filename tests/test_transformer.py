@@ -9,7 +9,8 @@ import torch
 
 from iqpfr import conditioned
 from iqpfr.degrade import PRESETS
-from iqpfr.transformer import CodeTransformer, QualityRestorer, TransformerConfig, code_losses, score_to_bin
+from iqpfr.transformer import (NUM_BINS, CodeTransformer, QualityRestorer, TransformerConfig, code_losses,
+                               ordinal_coefficients, score_to_bin)
 from iqpfr.vqgan import DualCodebookVQGAN, VQGANConfig
 
 V = VQGANConfig(resolution=32, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), emb_dim=16,
@@ -77,6 +78,45 @@ class _MeanBrightness(torch.nn.Module):
 
     def forward(self, x):
         return x.mean((1, 2, 3))
+
+
+def test_score_trend_is_one_map_shared_by_the_bins_from_minus_to_plus():
+    """Emb[k] = R[k] + c_k D with c from -1 (bin 0) to 1 (bin 9), 0 for "no score"; off by default."""
+    c = ordinal_coefficients(torch.arange(NUM_BINS + 1))
+    assert c[0] == -1 and c[NUM_BINS - 1] == 1 and c[NUM_BINS] == 0
+    assert (c[1:NUM_BINS] > c[:NUM_BINS - 1]).all() and c[4] == -c[5]
+    assert CodeTransformer(_cfg()).score_map_trend is None  # the paper's table unless asked
+    cfg = TransformerConfig(latent_size=4, emb_dim=8, codebook_size=16, n_layers=1, n_heads=2, d_model=16, d_ff=32,
+                            null_bin=True, score_trend=True)
+    t = CodeTransformer(cfg)
+    assert t.score_map_trend.shape == (8, 4, 4) and not t.score_map_trend.any()  # starts neutral, as the table
+    torch.nn.init.normal_(t.score_map_trend)
+    torch.nn.init.normal_(t.score_map)
+    z, bins = torch.randn(3, 8, 4, 4), torch.tensor([0, NUM_BINS - 1, NUM_BINS])
+    expect = z + t.score_map[bins] + torch.stack([-t.score_map_trend, t.score_map_trend, 0 * t.score_map_trend])
+    assert torch.allclose(t.condition(z, bins), expect)
+    with pytest.raises(ValueError, match="conditioning add"):
+        TransformerConfig(conditioning="adaln", score_trend=True)
+
+
+def test_score_trend_learns_with_the_embedding_and_from_every_bin():
+    torch.manual_seed(0)
+    cfg = TransformerConfig(latent_size=16, emb_dim=16, codebook_size=32, n_layers=1, n_heads=2, d_model=16, d_ff=32,
+                            score_trend=True)
+    m = QualityRestorer(DualCodebookVQGAN(V), cfg)
+    t = _trainer(m, score_lr_mult=10.0)
+    assert {id(p) for p in t.opt.param_groups[1]["params"]} == {id(m.transformer.score_map), id(m.transformer.score_map_trend)}
+    x_l, idx_c, idx_h, bins = t.batch(0)
+    loss, _ = t.losses(x_l, idx_c, idx_h, bins)
+    loss.backward()
+    assert m.transformer.score_map_trend.grad.abs().sum() > 0
+    strength = conditioned.embedding_strength(m, x_l)  # bin 9 minus bin 0 includes the trend's 2 D
+    torch.nn.init.normal_(m.transformer.score_map_trend, std=0.1)
+    with torch.no_grad():
+        m.transformer.score_map.zero_()
+    moved = conditioned.embedding_strength(m, x_l)["embedding_rms_bin9_minus_bin0"]
+    assert strength["embedding_rms_bin9_minus_bin0"] == 0
+    assert moved == pytest.approx(float((2 * m.transformer.score_map_trend.detach()).pow(2).mean().sqrt()), rel=1e-5)
 
 
 def test_score_embedding_has_its_own_learning_rate():

@@ -21,7 +21,8 @@ it, same data, and the same seed unless --seed) with each design of --designs in
 ("table" retrains the paper's design, to compare seeds), then measures them and the
 pipeline's `models/stage2/restorer.pt` on the held-out GTs exactly as `benchmarks/guidance.py` does
 (true quality = SSIM to the pristine oracle, and the learned prior's score, at S = 0.05, 0.5 and
-0.95 for each guidance w). The design is patched into this process only; the package is unchanged.
+0.95 for each guidance w). The trend is the package's `transformer.score_trend`; the trend-only
+design is patched into this script's process only.
 
     python benchmarks/score_embedding.py --designs "table + ordinal trend" "ordinal trend only"   # ~22 min on 2 cores
     python benchmarks/score_embedding.py --designs table "table + ordinal trend" --seed 1   # another stage-II seed
@@ -40,7 +41,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -55,43 +55,28 @@ from iqpfr.task import FACE  # noqa: E402
 from iqpfr.transformer import NUM_BINS  # noqa: E402
 
 
-# design -> per-bin maps kept beside the trend (None: the paper's table alone, retrained, e.g. at another --seed)
-DESIGNS = {"table": None, "table + ordinal trend": True, "ordinal trend only": False}
-
-
-def ordinal_coefficients(bins: torch.Tensor) -> torch.Tensor:
-    """c_k = (k - 4.5) / 4.5 for score bins k in 0..9, 0 for the "no score" bin: (B,) -> (B,)."""
-    c = (bins.float() - (NUM_BINS - 1) / 2) / ((NUM_BINS - 1) / 2)
-    return torch.where(bins < NUM_BINS, c, torch.zeros_like(c))
+PIPELINE = {False: "table (pipeline)", True: "table + ordinal trend (pipeline)"}  # the trained model's row, by its score_trend
+# design -> (transformer.score_trend, whether score bins 0-9 keep maps of their own beside the trend)
+DESIGNS = {"table": (False, True), "table + ordinal trend": (True, True), "ordinal trend only": (True, False)}
 
 
 @contextmanager
-def ordinal_embedding(table: bool = True):
-    """Inside the block, every "add"-conditioned CodeTransformer built gets a shared trend map D
-    (`score_map_trend` (D_emb, r, r), zero-initialised; its name puts it in the score embedding's
-    learning-rate group) and conditions with z + Emb[bin] + c_bin D; with `table=False` the score
-    bins 0-9 have no maps of their own (z + c_bin D; the "no score" bin keeps its map). The class
-    is restored on exit."""
-    init, plain = transformer.CodeTransformer.__init__, transformer.CodeTransformer.condition
+def trend_only():
+    """Inside the block, score bins 0-9 of every CodeTransformer with a trend use it alone
+    (Emb[k] = c_k D; the "no score" bin keeps its own map); the class is restored on exit."""
+    plain = transformer.CodeTransformer.embedding
 
-    def __init__(self, cfg):
-        init(self, cfg)
-        if self.score_map is not None:
-            self.score_map_trend = nn.Parameter(torch.zeros(cfg.emb_dim, cfg.latent_size, cfg.latent_size))
+    def embedding(self, bins):
+        if self.score_map_trend is None:
+            return plain(self, bins)
+        trend = transformer.ordinal_coefficients(bins).view(-1, 1, 1, 1) * self.score_map_trend
+        return torch.where((bins < NUM_BINS).view(-1, 1, 1, 1), trend, self.score_map[bins])
 
-    def condition(self, z, bins):
-        out = plain(self, z, bins)
-        if self.score_map is None:
-            return out
-        if not table:
-            out = torch.where((bins == NUM_BINS).view(-1, 1, 1, 1), out, z)
-        return out + ordinal_coefficients(bins).view(-1, 1, 1, 1) * self.score_map_trend
-
-    transformer.CodeTransformer.__init__, transformer.CodeTransformer.condition = __init__, condition
+    transformer.CodeTransformer.embedding = embedding
     try:
         yield
     finally:
-        transformer.CodeTransformer.__init__, transformer.CodeTransformer.condition = init, plain
+        transformer.CodeTransformer.embedding = plain
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -114,18 +99,19 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     tables = []
     pipeline, done = load_restorer(ROOT / "models/stage2/restorer.pt", ROOT / "models/stage1/vqgan.pt")
     tables.append(sweep(pipeline, lq, oracle, args.weights, prior.prior_score).assign(
-        design="table (pipeline)", steps=done["step"], seed=done["train_config"]["seed"]))
+        design=PIPELINE[pipeline.cfg.score_trend], steps=done["step"], seed=done["train_config"]["seed"]))
     print(tables[-1].round(4).to_string(index=False), flush=True)
     for design in args.designs:
-        trend_kept = DESIGNS[design]
-        patch = nullcontext() if trend_kept is None else ordinal_embedding(trend_kept)
-        with patch, tempfile.TemporaryDirectory() as tmp:
+        with_trend, own_maps = DESIGNS[design]
+        tp = replace(params.transformer, score_trend=with_trend)
+        with nullcontext() if own_maps else trend_only(), tempfile.TemporaryDirectory() as tmp:
             ckpt = Path(tmp) / "restorer.pt"
-            info = train_conditioned(params.data, params.degrade, params.vqgan, params.transformer, s2,
+            info = train_conditioned(params.data, params.degrade, params.vqgan, tp, s2,
                                      checkpoint=ckpt, log_csv=Path(tmp) / "log.csv")
             model, _ = load_restorer(ckpt, ROOT / "models/stage1/vqgan.pt")
             per_bin = model.transformer.score_map.detach()[:NUM_BINS].flatten(1).pow(2).mean(1).sqrt()
-            trend = getattr(model.transformer, "score_map_trend", torch.zeros(())).detach()
+            trend = model.transformer.score_map_trend
+            trend = torch.zeros(()) if trend is None else trend.detach()
             print(f"{design}: {info['steps']} steps in {info['seconds_this_run']:.0f} s; rms of the trend map "
                   f"{trend.pow(2).mean().sqrt():.4f}, of the per-bin maps {per_bin.numpy().round(4).tolist()}", flush=True)
             tables.append(sweep(model, lq, oracle, args.weights, prior.prior_score).assign(design=design,
@@ -149,7 +135,7 @@ def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
     if old is not None:
         pairs = set(zip(new["design"], new["seed"]))
         table = pd.concat([old[[k not in pairs for k in zip(old["design"], old["seed"])]], new], ignore_index=True)
-    order = {d: i for i, d in enumerate(["table (pipeline)", *DESIGNS])}
+    order = {d: i for i, d in enumerate([*PIPELINE.values(), *DESIGNS])}
     return table.sort_values(["seed", "design", "guidance"], key=lambda c: c.map(order) if c.name == "design" else c,
                              ignore_index=True)
 

@@ -227,37 +227,25 @@ def test_knob_diagnosis_reports_every_measure_of_a_group(root):
     assert all(0 <= row[k] <= 1 for k in ("acc_c_S0.05", "acc_c_S0.95"))
 
 
-def test_ordinal_score_embedding_adds_a_shared_trend_and_leaves_the_class_as_it_was(root):
-    """benchmarks/score_embedding.py: Emb[k] + c_k D with c from -1 (bin 0) to 1 (bin 9), none for "no score"."""
+def test_trend_only_design_drops_the_bins_own_maps_and_leaves_the_class_as_it_was(root):
+    """benchmarks/score_embedding.py's "ordinal trend only": Emb[k] = c_k D for bins 0-9, "no score" keeps its map."""
     from iqpfr import transformer
     from iqpfr.transformer import NUM_BINS, TransformerConfig
 
     mod = _benchmark(root, "score_embedding")
-    c = mod.ordinal_coefficients(torch.arange(NUM_BINS + 1))
-    assert c[0] == -1 and c[NUM_BINS - 1] == 1 and c[NUM_BINS] == 0
-    assert (c[1:NUM_BINS] > c[:NUM_BINS - 1]).all() and c[4] == -c[5]
     cfg = TransformerConfig(latent_size=4, emb_dim=8, codebook_size=16, n_layers=1, n_heads=2, d_model=16, d_ff=32,
-                            null_bin=True)
-    with mod.ordinal_embedding():
-        t = transformer.CodeTransformer(cfg)
-        assert t.score_map_trend.shape == (8, 4, 4) and not t.score_map_trend.any()  # starts as the plain table
-        torch.nn.init.normal_(t.score_map_trend)
-        torch.nn.init.normal_(t.score_map)
-        z = torch.randn(3, 8, 4, 4)
-        bins = torch.tensor([0, NUM_BINS - 1, NUM_BINS])
+                            null_bin=True, score_trend=True)
+    torch.manual_seed(0)
+    t = transformer.CodeTransformer(cfg)
+    torch.nn.init.normal_(t.score_map_trend)
+    torch.nn.init.normal_(t.score_map)
+    z, bins = torch.randn(3, 8, 4, 4), torch.tensor([0, NUM_BINS - 1, NUM_BINS])
+    with mod.trend_only():
         out = t.condition(z, bins)
-        expect = z + t.score_map[bins] + torch.stack([-t.score_map_trend, t.score_map_trend, 0 * t.score_map_trend])
-        assert torch.allclose(out, expect)
-        out.sum().backward()
-        assert t.score_map_trend.grad is not None  # trained, in the score embedding's group (by its name)
-    with mod.ordinal_embedding(table=False):  # the trend alone: bins 0-9 have no maps of their own
-        t = transformer.CodeTransformer(cfg)
-        torch.nn.init.normal_(t.score_map_trend)
-        torch.nn.init.normal_(t.score_map)
-        out = t.condition(z, bins)
-        expect = z + torch.stack([-t.score_map_trend, t.score_map_trend, t.score_map[NUM_BINS]])
-        assert torch.allclose(out, expect)
-    assert not hasattr(transformer.CodeTransformer(cfg), "score_map_trend")
+    assert torch.allclose(out, z + torch.stack([-t.score_map_trend, t.score_map_trend, t.score_map[NUM_BINS]]), atol=1e-6)
+    both = z + t.score_map[bins] + torch.stack([-t.score_map_trend, t.score_map_trend, 0 * t.score_map_trend])
+    assert torch.allclose(t.condition(z, bins), both, atol=1e-6)  # restored: the package's table + trend
+    assert mod.DESIGNS["table"] == (False, True)
 
 
 def test_score_embedding_rows_of_a_rerun_replace_only_their_own_design_and_seed(root):

@@ -296,11 +296,12 @@ def load_targets(n: int, task: Task = FACE) -> dict:
     return t
 
 
-def start_from(model: QualityRestorer, path: Path) -> str:
+def start_from(model: QualityRestorer, path: Path, ckpt: dict | None = None) -> str:
     """Fine-tuning: load the raw trained weights (encoder + Transformer) of the stage-II checkpoint
     at `path` into `model`, whose Transformer config and stage-I config must equal the checkpoint's
-    (ValueError naming the difference). Returns the weights' digest (part of the run's fingerprint)."""
-    ckpt = load_checkpoint(path, STAGE2_FORMAT)
+    (ValueError naming the difference); `ckpt`: that file already read. Returns the weights' digest (part of
+    the run's fingerprint)."""
+    ckpt = ckpt if ckpt is not None else load_checkpoint(path, STAGE2_FORMAT)
     for key, mine in (("config", asdict(model.cfg)), ("stage1_config", asdict(model.stage1.cfg))):
         if ckpt[key] != mine:
             diff = sorted(k for k in mine if ckpt[key].get(k) != mine[k])
@@ -332,14 +333,15 @@ def stage2_trainer(data_cfg: DataConfig, degrade_cfg: DegradeConfig, vqgan: Vqga
         lq = DegradedLQ(degrade_ranges(degrade_cfg))
         lq_source = ("degrade", lq.ranges)
     prior = safeload.tensor_digest(safeload.load(task.prior, "checkpoint")["state_dict"]) if q is not None else None
-    start = safeload.tensor_digest(safeload.load(init, "checkpoint")["model"]) if init is not None else None
+    init_ckpt = load_checkpoint(init, STAGE2_FORMAT) if init is not None else None  # read once, used twice
+    start = safeload.tensor_digest(init_ckpt["model"]) if init_ckpt is not None else None
     inputs = fingerprint(list(images.frame["sha256"]), scores, targets["idx_c"], targets["idx_h"], lq_source, prior, start)
 
     def fresh() -> Stage2Trainer:
         torch.manual_seed(s2.seed)
         model = QualityRestorer(stage1, transformer_config(data_cfg, vqgan, tp)).to(d.device)
         if init is not None:
-            start_from(model, init)
+            start_from(model, init, init_ckpt)
             progress(f"fine-tuning from {init}")
         return Stage2Trainer(model, settings, images, targets, scores, lq, q, d, inputs)
 

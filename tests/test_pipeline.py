@@ -1,6 +1,7 @@
 """Pipeline consistency: dvc.yaml against the code, clean notebooks, environment files."""
 from __future__ import annotations
 
+import json
 import re
 
 import nbformat
@@ -88,6 +89,9 @@ def test_no_stage_depends_on_an_executed_notebook(dvc_stages):
 
 def test_source_notebooks_are_clean(root):
     for path in sorted((root / "notebooks").glob("*.ipynb")):
+        raw = json.loads(path.read_text())  # as stored: nbformat.read would fill in missing cell ids
+        ids = [cell.get("id") for cell in raw["cells"]]
+        assert None not in ids and len(set(ids)) == len(ids), f"{path.name}: every cell needs its own id"
         nb = nbformat.read(str(path), as_version=4)
         for cell in nb.cells:
             if cell.cell_type == "code":

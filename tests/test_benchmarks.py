@@ -7,13 +7,13 @@ import pytest
 import torch
 
 
-
 def _benchmark(root, name: str):
     """The script benchmarks/<name>.py, imported as a module."""
     spec = importlib.util.spec_from_file_location(name, root / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
 
 def test_stage1_design_benchmark_runs_one_short_design(root, in_dir, tiny_project):
     """The script notebook 02 names: the default design, two steps, on the tiny project's world."""

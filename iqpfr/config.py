@@ -147,9 +147,11 @@ class PriorConfig:
     batch_size: int
     lr: float
     seed: int
+    input_pool: int  # the network averages input_pool x input_pool pixel blocks first (1: full resolution)
 
     def validate(self) -> None:
         _range("prior.width", self.width, 4, 512)
+        _range("prior.input_pool", self.input_pool, 1, 16)
         _range("prior.epochs", self.epochs, 1, 10_000)
         _range("prior.batch_size", self.batch_size, 2, 4096)
         _range("prior.lr", self.lr, 1e-8, 1.0)
@@ -520,6 +522,10 @@ def _consistent(p: "Params", where: str = "") -> None:
     if p.data.resolution % factor:
         raise ConfigError(f"data.resolution: {p.data.resolution} is not divisible by {factor}, the downsampling "
                           f"factor of vqgan.ch_mult {p.vqgan.ch_mult}{ctx}")
+    if p.data.resolution % p.prior.input_pool or p.data.resolution // p.prior.input_pool < 16:
+        raise ConfigError(f"prior.input_pool: {p.prior.input_pool} does not divide data.resolution "
+                          f"{p.data.resolution} into an image of at least 16 px (the network's four "
+                          f"stages halve it three times){ctx}")
     if p.data.source == "synthetic":
         for key, batch in (("stage1.batch_size", p.stage1.batch_size), ("stage2.batch_size", p.stage2.batch_size)):
             if batch > p.data.num_train:

@@ -143,7 +143,7 @@ def train_prior(data_cfg: DataConfig, iqa: IqaConfig, prior: PriorConfig, helper
     torch.manual_seed(prior.seed)
     extra = None
     if data_cfg.source == "synthetic":
-        net = iqanet.IqaNet(iqanet.IqaNetConfig(width=prior.width, mode="regression"))
+        net = iqanet.IqaNet(iqanet.IqaNetConfig(width=prior.width, mode="regression", input_pool=prior.input_pool))
         x, df = _load_stack(task.iqa / "train")
         evals = {}
         for split in ("val", "unseen"):
@@ -159,7 +159,7 @@ def train_prior(data_cfg: DataConfig, iqa: IqaConfig, prior: PriorConfig, helper
                   "spearman_unseen": history[-1]["spearman_unseen"],
                   "spearman_train": iqanet.spearman(iqanet.predict(net, x), q.numpy())}
     else:
-        net = iqanet.IqaNet(iqanet.IqaNetConfig(width=prior.width, mode="ranking"))
+        net = iqanet.IqaNet(iqanet.IqaNetConfig(width=prior.width, mode="ranking", input_pool=prior.input_pool))
         x, _ = _load_stack(task.iqa / "rank_train")
         history = iqanet.train_ranking(net, x.permute(0, 2, 3, 1).numpy(), iqa.rank_levels, prior.epochs,
                                        prior.batch_size, prior.lr, prior.seed)

@@ -264,3 +264,23 @@ def test_score_embedding_rows_of_a_rerun_replace_only_their_own_design_and_seed(
     assert merged.loc[merged["design"] == "table + ordinal trend", "reach"].tolist() == [0.9, 0.9]
     assert merged.loc[merged["design"] == "table", "reach"].tolist() == [0.3, 0.3]
     assert mod.merge(None, rows("table", 1, 0.5))["guidance"].tolist() == [1.0, 2.0]
+
+
+def test_colour_prior_benchmark_trains_as_the_pipeline_and_checks_it(root, tmp_path):
+    """benchmarks/colour_prior.py: its training is reproducible, and `same_weights` tells the
+    pipeline's checkpoint from a prior of another input_pool."""
+    from types import SimpleNamespace
+
+    from iqpfr import iqanet
+
+    mod = _benchmark(root, "colour_prior")
+    prior = SimpleNamespace(width=4, epochs=1, batch_size=8, lr=1e-3, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x, q = torch.rand(16, 3, 32, 32, generator=g), torch.rand(16, generator=g)
+    evals = {"val": (x[:8], q[:8].numpy()), "unseen": (x[8:], q[8:].numpy())}
+    net, log, seconds = mod.train(prior, 2, x, q, evals)
+    assert net.cfg.input_pool == 2 and len(log) == 1 and seconds > 0
+    iqanet.save(tmp_path / "iqanet.pt", net, {})
+    assert mod.same_weights(mod.train(prior, 2, x, q, evals)[0], tmp_path / "iqanet.pt") is True
+    assert mod.same_weights(mod.train(prior, 1, x, q, evals)[0], tmp_path / "iqanet.pt") is False
+    assert mod.same_weights(net, tmp_path / "none.pt") is None

@@ -196,6 +196,12 @@ def test_a_task_override_is_checked_against_the_shared_sections(root):
     with pytest.raises(ConfigError, match=r"data\.resolution: 33 is not divisible by 2.* \(in underwater\)"):
         build(Params, raw).validate()
     raw = _raw(root)
+    for pool in (3, 8):  # 64 px: 3 does not divide it, 8 leaves 8 px for four stages
+        raw["colour"]["overrides"]["prior"]["input_pool"] = pool
+        with pytest.raises(ConfigError, match=rf"prior\.input_pool: {pool} does not divide data\.resolution 64 into an "
+                                              r"image of at least 16 px.*\(in colour\)"):
+            build(Params, raw).validate()
+    raw = _raw(root)
     raw["colour"]["overrides"]["data"] = {"resolution": 128}
     with pytest.raises(ConfigError, match=r"colour\.overrides\.data\.resolution: the colour task reads the face task's stage I"):
         build(Params, raw).validate()

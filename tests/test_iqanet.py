@@ -29,6 +29,30 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.equal(net.eval()(x), back(x)) and info == {"note": 1}
 
 
+def test_input_pool_judges_the_block_averaged_image(tmp_path):
+    torch.manual_seed(0)
+    pooled = iqanet.IqaNet(iqanet.IqaNetConfig(width=4, input_pool=2)).eval()
+    full = iqanet.IqaNet(iqanet.IqaNetConfig(width=4)).eval()
+    full.load_state_dict(pooled.state_dict())  # pooling adds no weights
+    x = torch.rand(3, 3, 32, 32)
+    assert torch.allclose(pooled(x), full(torch.nn.functional.avg_pool2d(x, 2)), atol=1e-6)
+    # the pool is part of the architecture stored in the checkpoint
+    iqanet.save(tmp_path / "n.pt", pooled, {})
+    back, _ = iqanet.load(tmp_path / "n.pt")
+    assert back.cfg.input_pool == 2 and torch.equal(back(x), pooled(x))
+
+
+def test_a_checkpoint_without_input_pool_loads_at_full_resolution(tmp_path):
+    net = _tiny()
+    iqanet.save(tmp_path / "n.pt", net, {})
+    ckpt = torch.load(tmp_path / "n.pt", weights_only=True)
+    del ckpt["config"]["input_pool"]  # written before the field existed
+    torch.save(ckpt, tmp_path / "n.pt")
+    back, _ = iqanet.load(tmp_path / "n.pt")
+    x = torch.rand(2, 3, 32, 32)
+    assert back.cfg.input_pool == 1 and torch.equal(back(x), net.eval()(x))
+
+
 def test_load_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="dvc repro"):
         iqanet.load(tmp_path / "none.pt")

@@ -22,7 +22,7 @@ Cases
   memory per case); the ratio in the same run.
 - scoring: the learned prior and NIQE over the same images (--score-images, 256), a per-image loop
   against batches of 32 and of the default profile's scoring.batch_size (the learned prior also in
-  channels_last, and with --compile also compiled at that batch size), and the folder scorer
+  channels_last, and with --compile also compiled at both batch sizes), and the folder scorer
   (`iqpfr score`: decode + score, streamed) with 1 and 2 processes.
 
 The precision the package uses is never chosen from these timings (iqpfr/precision.py reads the
@@ -378,7 +378,8 @@ def case_scoring(args) -> dict:
     """Per-image loop against batches for the learned prior and NIQE, and the folder scorer.
 
     Batches of 32 and of the default profile's `scoring.batch_size` (64); for the learned prior also
-    in channels_last. `batched_speedup` is the configured batch size's, in the scorer's own layout.
+    in channels_last, and with --compile compiled at both batch sizes. `batched_speedup` is the
+    configured batch size's, in the scorer's own layout.
     """
     from iqpfr import data, iqanet, quality
     from iqpfr.config import load_params
@@ -408,8 +409,8 @@ def case_scoring(args) -> dict:
                     key = f"batch{b}" + ("_channels_last" if fmt == "channels_last" else "")
                     row[key] = {"images_per_s": round(n / t_b, 1), "speedup": round(t_loop / t_b, 2),
                                 "max_abs_diff_vs_loop": float((loop - batched).abs().max())}
-                if args.compile and name == "learned":  # the configured batch, compiled (inductor)
-                    b, compiled = configured, torch.compile(m.module)
+                for b in sorted({32, configured}) if args.compile and name == "learned" else ():
+                    compiled = torch.compile(m.module)  # inductor; one compiled graph per batch size
                     t = time.perf_counter()
                     batched = torch.cat([compiled(xx[i:i + b]).reshape(-1) for i in range(0, n, b)])
                     first = time.perf_counter() - t

@@ -130,7 +130,7 @@ def evaluate_snapshot(main: Path, baseline: Path, tmp: Path, score: float, guida
             "baseline_plus_gray_ciede2000_oracle": s["baseline_plus_gray"]["ciede2000_oracle"],
             "gray_lq_ciede2000_oracle": s["gray_lq"]["ciede2000_oracle"],
             "gray_diff": gray["diff"], "gray_low": gray["low"], "gray_high": gray["high"], "gray_verdict": gray["verdict"],
-            "gray_colourfulness_ratio_to_gt": s["baseline_plus_gray"]["colourfulness"] / s["gt"]["colourfulness"],
+            **enhancement.gray_regions(s),
             "baseline_plus_true_quality": s["baseline_plus"]["true_quality"],
             "spearman_S_vs_true_quality": ev["spearman_S_vs_true_quality"]}
 

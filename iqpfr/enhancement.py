@@ -70,10 +70,16 @@ COLOUR = Spec(
     metrics={"ciede2000_oracle": lambda o, c, g: truequality.ciede2000(o, c),
              "ciede2000_gt": lambda o, c, g: truequality.ciede2000(o, g),
              "colourfulness": lambda o, c, g: colour.colourfulness(o),
+             "chroma_centre": lambda o, c, g: colour.region_chroma(o)["centre"],  # face and hair
+             "chroma_border": lambda o, c, g: colour.region_chroma(o)["border"],  # background and clothes
+             "ciede2000_oracle_centre": lambda o, c, g: colour.region_ciede2000(o, c)["centre"],
+             "ciede2000_oracle_border": lambda o, c, g: colour.region_ciede2000(o, c)["border"],
              "true_quality": lambda o, c, g: truequality.colour(o, c),
              "psnr_gt": lambda o, c, g: evaluate.psnr(o, g), "ssim_gt": lambda o, c, g: truequality.luma(o, g)},
-    needs_clean=frozenset({"ciede2000_oracle", "true_quality"}),
+    needs_clean=frozenset({"ciede2000_oracle", "ciede2000_oracle_centre", "ciede2000_oracle_border", "true_quality"}),
     directions={"ciede2000_oracle": "lower", "ciede2000_gt": "lower", "colourfulness": "higher",
+                "chroma_centre": "higher", "chroma_border": "higher",
+                "ciede2000_oracle_centre": "lower", "ciede2000_oracle_border": "lower",
                 "true_quality": "higher", "psnr_gt": "higher", "ssim_gt": "higher"},
     claims=[
         ("Baseline+ (S = 0.95) is closer in colour to the pristine face than the baseline", "baseline_plus", "baseline",
@@ -87,6 +93,18 @@ COLOUR = Spec(
         ("Baseline+ colourises better than the baseline", "baseline_plus_gray", "baseline_gray", "ciede2000_oracle"),
         ("Baseline+ exceeds the GTs' own colour quality", "baseline_plus", "gt", "ciede2000_oracle"),
     ])
+
+
+def gray_regions(summary: dict) -> dict[str, float]:
+    """What Baseline+ gives gray inputs, from `run`'s summary of the COLOUR rows: how much of the
+    GTs' colour (its colourfulness, and its chroma in the centre (face, hair) and the border
+    (background, clothes), each divided by the GTs'; 1 = as colourful as the GTs), and how right it
+    is: its CIEDE2000 to the pristine faces minus the gray input's, per region (< 0: closer)."""
+    out, gt, lq = summary["baseline_plus_gray"], summary["gt"], summary["gray_lq"]
+    return {"gray_colourfulness_ratio_to_gt": out["colourfulness"] / gt["colourfulness"],
+            **{f"gray_chroma_ratio_{r}": out[f"chroma_{r}"] / gt[f"chroma_{r}"] for r in ("centre", "border")},
+            **{f"gray_ciede2000_minus_input_{r}": out[f"ciede2000_oracle_{r}"] - lq[f"ciede2000_oracle_{r}"]
+               for r in ("centre", "border")}}
 
 
 def classical(x: torch.Tensor) -> torch.Tensor:

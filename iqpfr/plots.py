@@ -115,6 +115,20 @@ def curves(log: pd.DataFrame, groups: dict[str, list[str]], x: str = "step", pat
     return _save(fig, path)
 
 
+def grouped_bars(table: pd.DataFrame, columns: dict[str, str], ylabel: str, path=None):
+    """Bars of `table`'s rows (index: the x labels), one bar per column in each group; columns:
+    column name -> legend label."""
+    long = (table[list(columns)].rename(columns=columns).rename_axis("row").reset_index()
+            .melt(id_vars="row", var_name="measure", value_name=ylabel))
+    fig, ax = plt.subplots(figsize=(1.1 * len(table) + 2, 3))
+    sns.barplot(long, x="row", y=ylabel, hue="measure", ax=ax)
+    ax.set(xlabel="")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def image_grid(rows: list[list[np.ndarray]], col_titles: list[str], path=None):
     """A grid of images (rows x columns), titles on the first row."""
     fig, axes = plt.subplots(len(rows), len(rows[0]), figsize=(1.5 * len(rows[0]), 1.5 * len(rows)), squeeze=False)

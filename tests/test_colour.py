@@ -59,6 +59,44 @@ def test_colourfulness_is_zero_for_gray_and_grows_with_saturation():
     assert colour.colourfulness(more) > colour.colourfulness(x) > 0
 
 
+def test_region_chroma_says_where_the_colour_is():
+    x = _face(r=64)
+    assert colour.region_chroma(colour.gray(x)) == pytest.approx({"centre": 0.0, "border": 0.0}, abs=0.01)  # rgb2lab: ~0.004 on gray
+    inside = colour.centre_mask(64)
+    assert inside[32, 32] and not inside[0, 0] and not inside[63, 63]
+    assert np.array_equal(inside, inside[:, ::-1])  # symmetric about the vertical axis
+    border_only = np.where(inside[..., None], colour.gray(x), x)
+    c = colour.region_chroma(border_only)
+    assert c["centre"] == pytest.approx(0.0, abs=0.01) and c["border"] > 5
+    assert colour.region_chroma(x)["border"] == pytest.approx(c["border"])
+    with pytest.raises(ValueError, match="square"):
+        colour.region_chroma(x[:, :40])
+
+
+def test_region_ciede2000_splits_the_difference_by_region():
+    x = _face(r=64)
+    assert colour.region_ciede2000(x, x) == pytest.approx({"centre": 0.0, "border": 0.0})
+    inside = colour.centre_mask(64)[..., None]
+    border_gray = colour.region_ciede2000(np.where(inside, x, colour.gray(x)), x)
+    assert border_gray["centre"] == pytest.approx(0.0) and border_gray["border"] > 1
+    whole = truequality.ciede2000(colour.gray(x), x)
+    both = colour.region_ciede2000(colour.gray(x), x)
+    share = inside.mean()
+    assert share * both["centre"] + (1 - share) * both["border"] == pytest.approx(whole, rel=1e-5)
+
+
+def test_gray_regions_compare_the_gray_outputs_with_the_gts_and_the_gray_input():
+    from iqpfr.enhancement import gray_regions
+
+    gt = {"colourfulness": 60.0, "chroma_centre": 20.0, "chroma_border": 40.0}
+    out = {"colourfulness": 30.0, "chroma_centre": 20.0, "chroma_border": 10.0,
+           "ciede2000_oracle_centre": 8.0, "ciede2000_oracle_border": 25.0}
+    lq = {"ciede2000_oracle_centre": 12.0, "ciede2000_oracle_border": 24.0}
+    assert gray_regions({"baseline_plus_gray": out, "gt": gt, "gray_lq": lq}) == pytest.approx(
+        {"gray_colourfulness_ratio_to_gt": 0.5, "gray_chroma_ratio_centre": 1.0, "gray_chroma_ratio_border": 0.25,
+         "gray_ciede2000_minus_input_centre": -4.0, "gray_ciede2000_minus_input_border": 1.0})
+
+
 def test_colour_flaws_start_at_the_clean_face_and_lean_warm():
     x = _face()
     rng = np.random.default_rng(0)
@@ -124,6 +162,8 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     for row in ("lq", "gray_lq", "baseline", "baseline_plus"):
         assert {"ciede2000_oracle", "colourfulness", "true_quality", "psnr_gt", "S"} <= set(m[row])
     assert m["gray_lq"]["colourfulness"] == pytest.approx(0.0)
+    assert m["gray_lq"]["chroma_centre"] == pytest.approx(0.0, abs=0.01) and m["gt"]["chroma_border"] > 0
+    assert m["gray_chroma_ratio_border"] == pytest.approx(m["baseline_plus_gray"]["chroma_border"] / m["gt"]["chroma_border"])
     assert "prior_spearman_val" in m and -1 <= m["spearman_S_vs_output_score"] <= 1
     # benchmarks/colour_budget.py: a snapshot at step k of a longer run is the k-step run the stages train
     cp = task_params(p, "colour")
@@ -141,6 +181,7 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     assert r["baseline_plus_ciede2000_oracle"] == pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
     assert r["baseline_ciede2000_oracle"] == pytest.approx(m["baseline"]["ciede2000_oracle"])
     assert r["low"] <= r["diff"] <= r["high"]
+    assert r["gray_chroma_ratio_centre"] == pytest.approx(m["gray_chroma_ratio_centre"])
     # benchmarks/colour_design.py: its row at the params' gray share is the pipeline's models, restored
     # without AdaIN as the task restores (the notebook's numbers) and, differently, with it
     spec = importlib.util.spec_from_file_location("colour_design", Path(__file__).parents[1] / "benchmarks" / "colour_design.py")

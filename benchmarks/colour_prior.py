@@ -10,16 +10,26 @@ splits: `val` (the training flaws, fresh faces) and `unseen` (a hue rotation, a 
 imbalance and posterised colour, which it never trains on). The test set is never read.
 
 The row with the pipeline's p is compared with the trained `models/colour/prior/iqanet.pt` tensor by
-tensor (`matches_pipeline`), so the table is the pipeline's own.
+tensor (`matches_pipeline`), so the table is the pipeline's own. Each row also says how well the
+prior ranks what stage II reads it for: the colour world's training GTs (`spearman_train_gts`,
+Spearman between the prior's output and their true quality; the prior never trains on them).
+
+--train-images trains on other numbers of labelled images: the first N of the pipeline's split,
+or, beyond it, more images rendered as the `colour_world` stage renders them (the same seed and
+quality distribution; the first images are the pipeline's, checked).
 
     python benchmarks/colour_prior.py        # after dvc repro colour_world; about 4 minutes on 2 cores
+    python benchmarks/colour_prior.py --pools 2 --train-images 700 1400 2800 --out reports/metrics/colour_prior_data.csv
 
-Writes reports/metrics/colour_prior.csv (one row per p).
+Writes reports/metrics/colour_prior.csv (one row per p and image count).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,10 +40,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iqpfr import iqanet, runtime, safeload  # noqa: E402
+from iqpfr import colour, iqanet, runtime, safeload  # noqa: E402
 from iqpfr.config import load_params, task_params  # noqa: E402
 from iqpfr.pipeline import _load_stack  # noqa: E402
 from iqpfr.task import COLOUR  # noqa: E402
+from iqpfr.world import QualityDistribution  # noqa: E402
 
 
 def train(prior, pool: int, x: torch.Tensor, q: torch.Tensor, evals: dict) -> tuple[iqanet.IqaNet, list[dict], float]:
@@ -66,34 +77,67 @@ def same_weights(net: iqanet.IqaNet, path: Path) -> bool | None:
     return safeload.tensor_digest(net.state_dict()) == safeload.tensor_digest(saved.state_dict())
 
 
+def labelled_images(params, n: int, tmp: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colour prior's first n labelled training images (N, 3, R, R) in [0,1] and their true
+    qualities (N,): the pipeline's split, and beyond its size more images rendered into tmp as
+    `colour.build_sets` renders that split (its first images equal the pipeline's: checked)."""
+    cp = task_params(params, "colour")
+    x, df = _load_stack(COLOUR.iqa / "train")
+    if n > len(x):
+        uniform = QualityDistribution(tail_low=params.colour.gts.tail_low, uniform=True)
+        colour.write_set(tmp / f"iqa_train_{n}", "iqa_train", n, cp.data.seed, cp.data.resolution, uniform, "train",
+                         cp.data.workers)
+        more, df = _load_stack(tmp / f"iqa_train_{n}")
+        if not torch.equal(more[:len(x)], x):
+            raise RuntimeError("the rendered labelled images differ from the pipeline's: rebuild colour_world first")
+        x = more
+    return x[:n], torch.tensor(df["true_quality"].to_numpy()[:n], dtype=torch.float32)
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pools", type=int, nargs="+", default=[1, 2, 4], help="the input_pool values to train")
-    ap.add_argument("--out", default=str(ROOT / "reports/metrics/colour_prior.csv"))
+    ap.add_argument("--train-images", type=int, nargs="+", default=None,
+                    help="numbers of labelled training images (default: the pipeline's iqa.num_train)")
+    ap.add_argument("--root", default=str(ROOT), help="the project whose params, data and prior are used")
+    ap.add_argument("--out", default=None, help="default: ROOT/reports/metrics/colour_prior.csv")
     args = ap.parse_args(argv)
+    root = Path(args.root).resolve()
+    out = Path(args.out).resolve() if args.out else root / "reports/metrics/colour_prior.csv"
+    os.chdir(root)  # the tasks' paths are relative to the project
     runtime.configure()
-    prior = task_params(load_params(ROOT / "params.yaml"), "colour").prior
-    x, df = _load_stack(COLOUR.iqa / "train")
-    q = torch.tensor(df["true_quality"].to_numpy(), dtype=torch.float32)
+    params = load_params(root / "params.yaml")
+    cp = task_params(params, "colour")
+    prior, own = cp.prior, cp.iqa.num_train
+    counts = args.train_images or [own]
+    if min(counts) < prior.batch_size:
+        sys.exit(f"--train-images: at least one batch ({prior.batch_size}), got {counts}")
     evals = {}
     for split in ("val", "unseen"):
         xe, de = _load_stack(COLOUR.iqa / split)
         evals[split] = (xe, de["true_quality"].to_numpy())
+    gts, gdf = _load_stack(COLOUR.world / "train")
     rows = []
-    for pool in args.pools:
-        net, log, seconds = train(prior, pool, x, q, evals)
-        rows.append({"input_pool": pool, "resolution_seen": x.shape[-1] // pool, "pipeline": pool == prior.input_pool,
-                     "spearman_val": log[-1]["spearman_val"], "spearman_unseen": log[-1]["spearman_unseen"],
-                     "best_epoch_val": int(np.argmax([r["spearman_val"] for r in log])) + 1,
-                     "train_seconds": seconds, "score_images_per_s": scoring_rate(net, evals["val"][0]),
-                     "matches_pipeline": same_weights(net, COLOUR.prior) if pool == prior.input_pool else None})
-        print(f"input_pool {pool}: Spearman val {rows[-1]['spearman_val']:.3f}, unseen {rows[-1]['spearman_unseen']:.3f}, "
-              f"{seconds:.0f} s to train", flush=True)
+    with tempfile.TemporaryDirectory() as d:
+        for n, pool in itertools.product(sorted(counts), args.pools):
+            x, q = labelled_images(params, n, Path(d))
+            net, log, seconds = train(prior, pool, x, q, evals)
+            pipeline = pool == prior.input_pool and n == own
+            rows.append({"input_pool": pool, "resolution_seen": x.shape[-1] // pool, "train_images": n,
+                         "pipeline": pipeline, "spearman_val": log[-1]["spearman_val"],
+                         "spearman_unseen": log[-1]["spearman_unseen"],
+                         "spearman_train_gts": iqanet.spearman(iqanet.predict(net, gts), gdf["true_quality"].to_numpy()),
+                         "best_epoch_val": int(np.argmax([r["spearman_val"] for r in log])) + 1,
+                         "train_seconds": seconds, "score_images_per_s": scoring_rate(net, evals["val"][0]),
+                         "matches_pipeline": same_weights(net, COLOUR.prior) if pipeline else None})
+            print(f"input_pool {pool}, {n} images: Spearman val {rows[-1]['spearman_val']:.3f}, unseen "
+                  f"{rows[-1]['spearman_unseen']:.3f}, training GTs {rows[-1]['spearman_train_gts']:.3f}, "
+                  f"{seconds:.0f} s to train", flush=True)
     table = pd.DataFrame(rows)
-    print(f"the colour prior ({len(x)} training images of {x.shape[-1]} px, {prior.epochs} epochs) by input_pool:")
+    print(f"the colour prior ({gts.shape[-1]} px, {prior.epochs} epochs) by input_pool and labelled images:")
     print(table.round(3).to_string(index=False))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False, float_format="%.6g")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False, float_format="%.6g")
     return table
 
 

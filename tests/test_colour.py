@@ -209,6 +209,16 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     assert longer["baseline_plus_ciede2000_oracle"].iloc[0] != pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
     with pytest.raises(SystemExit, match="steps"):
         design.main(["--root", str(proj), "--steps", "0", "--out", str(tmp_path / "bad.csv")])
+    # benchmarks/colour_prior.py: the pipeline's row is the pipeline's prior; more labelled images are
+    # rendered as colour_world renders them (their first images are the pipeline's: checked inside)
+    spec = importlib.util.spec_from_file_location("colour_prior", Path(__file__).parents[1] / "benchmarks" / "colour_prior.py")
+    prior_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prior_bench)
+    n = cp.iqa.num_train
+    t = prior_bench.main(["--root", str(proj), "--pools", str(cp.prior.input_pool), "--train-images", str(n), str(n + 16),
+                          "--out", str(tmp_path / "prior.csv")])
+    assert list(t["train_images"]) == [n, n + 16] and list(t["matches_pipeline"]) == [True, None]
+    assert t["spearman_train_gts"].between(-1, 1).all() and t["spearman_val"].iloc[0] != t["spearman_val"].iloc[1]
     with pytest.raises(SystemExit, match="ema-decay"):
         design.main(["--root", str(proj), "--ema-decay", "1.0", "--out", str(tmp_path / "bad.csv")])
     in_dir(proj)  # the designs are chosen on validation faces: none of them is a test face

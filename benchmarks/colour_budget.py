@@ -16,12 +16,16 @@ Two measurements on the colour task's own data, after `dvc repro`:
     python benchmarks/colour_budget.py                  # 200 .. 1000 steps: ~16 min on 2 cores
     python benchmarks/colour_budget.py --steps 400 --at 200 400
     python benchmarks/colour_budget.py --true-scores    # Baseline+ on the GTs' true quality (an oracle prior)
+    python benchmarks/colour_budget.py --prior-images 2800 --steps 200 --at 200   # on a prior with more labels
 
 With --true-scores Baseline+ learns its score bins from the GTs' true colour quality instead of the
-learned prior's S: whether a prior that ranked colour perfectly would let Baseline+ win.
+learned prior's S: whether a prior that ranked colour perfectly would let Baseline+ win. With
+--prior-images N it learns them from the S of a colour prior trained as the pipeline trains its
+own on N labelled images (`colour_prior.py --train-images`), normalised over the training GTs as
+the score stage normalises (min to max): whether a better learned prior would.
 
 Writes reports/metrics/colour_budget.csv (one row per snapshot; colour_budget_true_scores.csv with
---true-scores) and reports/metrics/colour_ceiling.json; notebook 06 shows them. Not a pipeline
+--true-scores, colour_budget_prior<N>.csv with --prior-images) and reports/metrics/colour_ceiling.json; notebook 06 shows them. Not a pipeline
 stage: it trains models of its own in a temporary folder.
 """
 from __future__ import annotations
@@ -41,8 +45,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # colour_prior
 
-from iqpfr import colour, enhancement, runtime, truequality  # noqa: E402
+from iqpfr import colour, enhancement, iqanet, runtime, truequality  # noqa: E402
 from iqpfr.codebook import reconstruct  # noqa: E402
 from iqpfr.conditioned import finetune_source, stage2_trainer  # noqa: E402
 from iqpfr.config import load_params, task_params, variant  # noqa: E402
@@ -74,12 +79,15 @@ def ceiling(stage1_path: Path, testset: Path) -> dict:
 
 
 def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: Path, progress=print,
-                  true_scores: bool = False):
+                  true_scores: bool = False, scores: torch.Tensor | None = None):
     """Train each row (name -> "main" or a variant name of the colour task's params) to `steps`, from
     where the pipeline starts it (`colour.finetune`),
     saving its checkpoint at every step in `at` as tmp/<k>/<name>.pt -> {(name, k): path}.
     `true_scores`: condition on the GTs' true colour quality instead of the prior's S (an oracle
-    score that only the synthetic world has: what a prior that ranked colour perfectly would give)."""
+    score that only the synthetic world has: what a prior that ranked colour perfectly would give);
+    `scores`: condition on these scores (N,) in [0, 1] of the training GTs instead (another prior's S)."""
+    if true_scores and scores is not None:
+        raise ValueError("true_scores and scores: one source of score bins at a time")
     paths = {}
     for name, which in rows.items():
         p = task_params(params, "colour")
@@ -89,6 +97,10 @@ def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: 
                                  COLOUR, finetune_source(params, "colour", which))
         if true_scores:  # the trainer draws each GT's bin from `scores` (N,) in [0, 1], aligned with its images
             trainer.scores = torch.tensor(trainer.images.frame["true_quality"].to_numpy()).float()
+        elif scores is not None:
+            if scores.shape != trainer.scores.shape:
+                raise ValueError(f"scores {tuple(scores.shape)} for {len(trainer.scores)} training GTs")
+            trainer.scores = scores.float()
         t0 = time.time()
         for k in at:
             trainer.train(until=k)
@@ -135,15 +147,38 @@ def evaluate_snapshot(main: Path, baseline: Path, tmp: Path, score: float, guida
             "spearman_S_vs_true_quality": ev["spearman_S_vs_true_quality"]}
 
 
+def prior_scores(params, n: int, tmp: Path) -> torch.Tensor:
+    """S (N,) of the colour world's training GTs from a colour prior trained as the pipeline trains
+    its own, on n labelled images (benchmarks/colour_prior.py), min-max normalised over those GTs as
+    the score stage normalises a single learned metric."""
+    import colour_prior
+
+    cp = task_params(params, "colour")
+    evals = {s: (lambda a: (a[0], a[1]["true_quality"].to_numpy()))(_load_stack(COLOUR.iqa / s)) for s in ("val", "unseen")}
+    x, q = colour_prior.labelled_images(params, n, tmp)
+    net, log, _ = colour_prior.train(cp.prior, cp.prior.input_pool, x, q, evals)
+    gts, frame = _load_stack(COLOUR.world / "train")
+    raw = iqanet.predict(net, gts)
+    print(f"prior on {n} labelled images: Spearman {log[-1]['spearman_val']:.3f} on held-out flaws, "
+          f"{iqanet.spearman(raw, frame['true_quality'].to_numpy()):.3f} on the training GTs", flush=True)
+    return torch.from_numpy((raw - raw.min()) / (raw.max() - raw.min()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--at", type=int, nargs="+", default=[200, 400, 600, 1000])
     ap.add_argument("--true-scores", action="store_true",
                     help="Baseline+ conditioned on the GTs' true colour quality instead of the prior's S")
-    ap.add_argument("--out", default=None, help="default: reports/metrics/colour_budget[_true_scores].csv")
+    ap.add_argument("--prior-images", type=int, default=None,
+                    help="Baseline+ conditioned on the S of a colour prior trained on this many labelled images")
+    ap.add_argument("--out", default=None,
+                    help="default: reports/metrics/colour_budget[_true_scores|_prior<N>].csv")
     args = ap.parse_args()
-    out = Path(args.out or ROOT / f"reports/metrics/colour_budget{'_true_scores' if args.true_scores else ''}.csv")
+    if args.true_scores and args.prior_images:
+        sys.exit("--true-scores and --prior-images: one source of score bins at a time")
+    suffix = "_true_scores" if args.true_scores else f"_prior{args.prior_images}" if args.prior_images else ""
+    out = Path(args.out or ROOT / f"reports/metrics/colour_budget{suffix}.csv")
     if sorted(args.at) != args.at or args.at[-1] > args.steps or args.at[0] < 1:
         sys.exit(f"--at must be increasing steps within 1..{args.steps}, got {args.at}")
     os.chdir(ROOT)  # the tasks' paths are relative to the repository
@@ -156,9 +191,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows = {"baseline_plus": "main", "baseline": params.colour.baseline}
-        paths = snapshot_rows(params, rows, args.steps, args.at, tmp, true_scores=args.true_scores)
+        scores = prior_scores(params, args.prior_images, tmp) if args.prior_images else None
+        paths = snapshot_rows(params, rows, args.steps, args.at, tmp, true_scores=args.true_scores, scores=scores)
         own = cp.stage2.steps
-        if own in args.at and not args.true_scores:  # a snapshot is the shorter run: checked on the pipeline's models
+        if own in args.at and not args.true_scores and scores is None:  # a snapshot is the shorter run: checked on the pipeline's models
             same = (same_weights(paths["baseline_plus", own], COLOUR.stage2)
                     and same_weights(paths["baseline", own], COLOUR.variants / params.colour.baseline / "restorer.pt"))
             print(f"snapshot at step {own} equals the pipeline's {own}-step models: {same}")

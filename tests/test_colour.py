@@ -176,6 +176,11 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     oracle = bench.snapshot_rows(p, {"baseline_plus": "main"}, steps, [steps], tmp_path / "oracle",
                                  progress=lambda *_: None, true_scores=True)  # bins from the GTs' true quality
     assert not bench.same_weights(oracle["baseline_plus", steps], task.COLOUR.stage2)
+    s = bench.prior_scores(p, cp.iqa.num_train, tmp_path / "prior_scores")  # the pipeline's prior, retrained
+    assert s.shape == (cp.data.num_train,) and float(s.min()) == 0.0 and float(s.max()) == 1.0
+    assert np.allclose(s.numpy(), pd.read_csv(task.COLOUR.scores / "train.csv")["S"], atol=1e-5)  # the score stage's S
+    with pytest.raises(ValueError, match="one source"):
+        bench.snapshot_rows(p, {"baseline_plus": "main"}, steps, [steps], tmp_path / "x", true_scores=True, scores=s)
     r = bench.evaluate_snapshot(paths["baseline_plus", steps], paths["baseline", steps], tmp_path / "snap",
                                 p.evaluation.score, cp.transformer.guidance)
     assert r["baseline_plus_ciede2000_oracle"] == pytest.approx(m["baseline_plus"]["ciede2000_oracle"])

@@ -154,9 +154,8 @@ def prior_scores(params, n: int, tmp: Path) -> torch.Tensor:
     import colour_prior
 
     cp = task_params(params, "colour")
-    evals = {s: (lambda a: (a[0], a[1]["true_quality"].to_numpy()))(_load_stack(COLOUR.iqa / s)) for s in ("val", "unseen")}
     x, q = colour_prior.labelled_images(params, n, tmp)
-    net, log, _ = colour_prior.train(cp.prior, cp.prior.input_pool, x, q, evals)
+    net, log, _ = colour_prior.train(cp.prior, cp.prior.input_pool, x, q, colour_prior.held_out_splits())
     gts, frame = _load_stack(COLOUR.world / "train")
     raw = iqanet.predict(net, gts)
     print(f"prior on {n} labelled images: Spearman {log[-1]['spearman_val']:.3f} on held-out flaws, "

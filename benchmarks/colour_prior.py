@@ -77,6 +77,16 @@ def same_weights(net: iqanet.IqaNet, path: Path) -> bool | None:
     return safeload.tensor_digest(net.state_dict()) == safeload.tensor_digest(saved.state_dict())
 
 
+def held_out_splits() -> dict[str, tuple[torch.Tensor, np.ndarray]]:
+    """The colour prior's held-out labelled splits: {"val", "unseen"} -> (images (N, 3, R, R) in
+    [0,1], true qualities (N,)), as `train` judges a prior on them."""
+    out = {}
+    for split in ("val", "unseen"):
+        x, frame = _load_stack(COLOUR.iqa / split)
+        out[split] = (x, frame["true_quality"].to_numpy())
+    return out
+
+
 def labelled_images(params, n: int, tmp: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The colour prior's first n labelled training images (N, 3, R, R) in [0,1] and their true
     qualities (N,): the pipeline's split, and beyond its size more images rendered into tmp as
@@ -112,10 +122,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     counts = args.train_images or [own]
     if min(counts) < prior.batch_size:
         sys.exit(f"--train-images: at least one batch ({prior.batch_size}), got {counts}")
-    evals = {}
-    for split in ("val", "unseen"):
-        xe, de = _load_stack(COLOUR.iqa / split)
-        evals[split] = (xe, de["true_quality"].to_numpy())
+    evals = held_out_splits()
     gts, gdf = _load_stack(COLOUR.world / "train")
     rows = []
     with tempfile.TemporaryDirectory() as d:

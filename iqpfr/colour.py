@@ -227,11 +227,39 @@ def write_testset(dest: Path, split: str, count: int, data_cfg, gts: QualityDist
     df = write_set(hq, split, count, data_cfg.seed, data_cfg.resolution, gts, "train", data_cfg.workers)
     extra = df[["true_quality"]].copy()
     extra["oracle_file"] = [f"oracle/{Path(f).name}" for f in df["oracle_file"]]
+    return _pairs_and_gray(hq, dest, ranges, lq_seed, extra)
+
+
+def ingest_testset(dest: Path, folder: str | Path, data_cfg, ranges, lq_seed: int,
+                   expected: int = 0) -> pd.DataFrame:
+    """The test set from a folder of HQ faces (e.g. CelebA-Test HQ, as the authors test colour
+    enhancement): every readable image, resized to data_cfg.resolution, is a GT; dest/pairs and
+    dest/gray as `write_testset` writes them, without oracles (a real photograph has no pristine
+    face), so only the GT-referenced metrics apply. `expected`: the count the folder must yield
+    (0 = unchecked). Unreadable files are listed in dest/rejects.csv. Returns the pairs' manifest."""
+    import shutil
+
+    shutil.rmtree(dest, ignore_errors=True)
+    hq = dest / "_hq_ingest"
+    dest.mkdir(parents=True)
+    df, _ = data.ingest_folder(folder, hq, data_cfg.resolution, data_cfg.workers, rejects_csv=dest / "rejects.csv")
+    data.check_count("colour test set", df, expected)
+    return _pairs_and_gray(hq, dest, ranges, lq_seed, None)
+
+
+def _pairs_and_gray(hq: Path, dest: Path, ranges, lq_seed: int, extra: pd.DataFrame | None) -> pd.DataFrame:
+    """dest/pairs (seeded LQ of the GTs in the set folder `hq`, with its oracle/ when `extra` names
+    oracle files) and dest/gray (the pairs' LQ in grayscale, same GTs); removes `hq`."""
+    import shutil
+
     pairs = data.build_pairs(hq, dest / "pairs", ranges, lq_seed, extra)
-    shutil.copytree(hq / "oracle", dest / "pairs" / "oracle")
+    subs = ["hq"]
+    if extra is not None and "oracle_file" in extra:
+        shutil.copytree(hq / "oracle", dest / "pairs" / "oracle")
+        subs.append("oracle")
     shutil.rmtree(hq)
-    grays = []  # gray: the pairs' LQ in grayscale, with the same GTs and oracles
-    for sub in ("hq", "oracle"):
+    grays = []  # gray: the pairs' LQ in grayscale, with the same GTs (and oracles)
+    for sub in subs:
         shutil.copytree(dest / "pairs" / sub, dest / "gray" / sub)
     for rec in pairs.to_dict("records"):
         g = gray(data.load_png(dest / "pairs" / rec["file"]))
@@ -249,7 +277,8 @@ def build_sets(data_cfg, iqa, degrade_cfg, col) -> dict:
     `degrade` section: face degradations + colour jitter + grayscale) of fresh test GTs with their
     oracles; testset/gray: the same LQ in grayscale (colourisation). `data_cfg`, `iqa` and
     `degrade_cfg` are the task's sections (overrides applied), `col` params.yaml's `colour` section;
-    the test LQ are gray with probability `col.test_gray_prob`, not the training's.
+    the test LQ are gray with probability `col.test_gray_prob`, not the training's. With
+    `col.test_hq_folder` the test GTs are that folder's faces instead (`ingest_testset`: no oracles).
     """
     import shutil
     import time
@@ -268,8 +297,12 @@ def build_sets(data_cfg, iqa, degrade_cfg, col) -> dict:
     # the test LQ's grayscale share is the test set's own (colour.test_gray_prob), so that a training
     # setting (degrade.gray_prob) never moves the measurement
     test_ranges = replace(degrade_ranges(degrade_cfg), gray_prob=col.test_gray_prob)
-    pairs = write_testset(task.testset, "test", col.num_test, data_cfg, gts, test_ranges, col.test_seed)
-    out["test"] = {"count": len(pairs), "gray_in_lq": int(pairs.get("deg_gray", pd.Series(dtype=bool)).fillna(False).sum()),
+    if col.test_hq_folder:
+        pairs = ingest_testset(task.testset, col.test_hq_folder, data_cfg, test_ranges, col.test_seed,
+                               col.test_expected_count)
+    else:
+        pairs = write_testset(task.testset, "test", col.num_test, data_cfg, gts, test_ranges, col.test_seed)
+    out["test"] = {"count": len(pairs), "source": col.test_hq_folder or "synthetic", "gray_in_lq": int(pairs.get("deg_gray", pd.Series(dtype=bool)).fillna(False).sum()),
                    "jittered_in_lq": int(pairs.filter(like="deg_jitter_brightness").notna().sum().sum())}
     out["seconds"] = time.time() - t0
     write_metrics("world", out, task)

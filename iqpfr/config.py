@@ -408,7 +408,9 @@ class ColourConfig:
     stage I is the face task's)."""
 
     gts: QualitySpec  # colour-aware true-quality distribution of the training GTs
-    num_test: int  # seeded test GTs (colour-degraded LQ, and the same LQ in grayscale)
+    num_test: int  # seeded synthetic test GTs (colour-degraded LQ, and the same LQ in grayscale)
+    test_hq_folder: str  # HQ faces to colour-degrade instead (e.g. CelebA-Test); "" = synthetic, with oracles
+    test_expected_count: int  # images test_hq_folder must yield (0 = unchecked)
     test_seed: int
     test_gray_prob: float  # grayscale share of the test LQ: fixed apart from training's degrade.gray_prob
     baseline: str  # the variant (params `variants`) trained as the unconditioned baseline
@@ -423,6 +425,7 @@ class ColourConfig:
             if row not in ("main", self.baseline):
                 raise ConfigError(f"colour.finetune.{row}: the colour rows are 'main' and {self.baseline!r}")
         _range("colour.num_test", self.num_test, 2, 1_000_000)
+        _range("colour.test_expected_count", self.test_expected_count, 0, 10_000_000)
         _range("colour.test_gray_prob", self.test_gray_prob, 0.0, 1.0)
         if "resolution" in self.overrides.get("data", {}):
             raise ConfigError("colour.overrides.data.resolution: the colour task reads the face task's stage I, "

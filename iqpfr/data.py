@@ -243,25 +243,28 @@ def _ingest_one(job: _IngestJob) -> dict:
 
 
 def ingest_folder(src: str | Path, out_dir: str | Path, size: int, workers: int = 1,
-                  subdir: str = "gt", files: list[Path] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  subdir: str = "gt", files: list[Path] | None = None,
+                  rejects_csv: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Convert every usable image under `src` (or the given `files`) to a (size x size) RGB PNG
     in `out_dir/subdir`.
 
-    Writes `out_dir/manifest.csv` and `out_dir/rejects.csv` (file, reason) and returns both.
-    Raises if no image at all could be used.
+    Writes `out_dir/manifest.csv` and the rejected files with their reasons (columns file, reason)
+    to `rejects_csv` (default `out_dir/rejects.csv`; elsewhere when out_dir is temporary), and
+    returns both. Raises if no image at all could be used.
     """
     out_dir = Path(out_dir)
+    rejects_csv = Path(rejects_csv) if rejects_csv is not None else out_dir / "rejects.csv"
     files = list_images(src) if files is None else files
     jobs = [_IngestJob(str(p), str(out_dir), f"{subdir}/{i:06d}.png", size) for i, p in enumerate(files)]
     results = _parallel(_ingest_one, jobs, workers, len(jobs), f"ingest {src}")
     rows = [r for r in results if "file" in r]
     rejects = [{"file": r["rejected"], "reason": r["reason"]} for r in results if "rejected" in r]
-    write_csv(out_dir / "rejects.csv", rejects, columns=["file", "reason"])
+    write_csv(rejects_csv, rejects, columns=["file", "reason"])
     if not rows:
-        raise ImageRejected(f"no usable image in {src} ({len(rejects)} rejected; see {out_dir / 'rejects.csv'})")
+        raise ImageRejected(f"no usable image in {src} ({len(rejects)} rejected; see {rejects_csv})")
     write_csv(out_dir / "manifest.csv", rows)
     if rejects:
-        warnings.warn(f"{len(rejects)} of {len(files)} files in {src} rejected; see {out_dir / 'rejects.csv'}")
+        warnings.warn(f"{len(rejects)} of {len(files)} files in {src} rejected; see {rejects_csv}")
     return pd.DataFrame(rows), pd.DataFrame(rejects, columns=["file", "reason"])
 
 

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iqpfr import cli, colour, pipeline, task, truequality
+from iqpfr import cli, colour, enhancement, pipeline, task, truequality
 from iqpfr.config import load_params, task_params
+from iqpfr.data import load_png
 from iqpfr.degrade import PRESETS, DegradeRanges, degrade
 from iqpfr.synthfaces import render_face
 from iqpfr.world import QualityDistribution
@@ -233,3 +234,31 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     assert len(shas["val"]) == p.colour.num_test and not shas["val"] & shas["test"]
     c = bench.ceiling(task.COLOUR.stage1, task.COLOUR.testset / "pairs")
     assert c["pristine_ciede2000_oracle"] == 0.0 and c["pristine_reconstructed_ciede2000_oracle"] > 0.0
+    # a folder of real test GTs (colour.test_hq_folder, the paper profile's CelebA-Test): the same
+    # degradations and gray copies, no pristine faces, so the claims compare with the GT instead
+    real = tmp_path / "real_hq"
+    real.mkdir()
+    hq = sorted(Path("data/colour/testset/pairs/hq").glob("*.png"))
+    for i, f in enumerate(hq):
+        shutil.copy(f, real / f"face_{i}.png")
+    (real / "broken.png").write_bytes(b"not an image")
+    text = Path("params.yaml").read_text()
+    Path("params.yaml").write_text(text.replace('test_hq_folder: ""', f"test_hq_folder: {real}")
+                                   .replace("test_expected_count: 0 ", f"test_expected_count: {len(hq)} "))
+    with pytest.warns(UserWarning, match="1 of .* rejected; see data/colour/testset/rejects.csv"):
+        assert cli.main(["task", "colour", "world"]) == 0
+    assert list(pd.read_csv("data/colour/testset/rejects.csv")["file"].map(lambda f: Path(f).name)) == ["broken.png"]
+    pairs = pd.read_csv("data/colour/testset/pairs/manifest.csv")
+    assert len(pairs) == len(hq) and "oracle_file" not in pairs and not Path("data/colour/testset/pairs/oracle").exists()
+    for rec in pairs.to_dict("records"):  # gray/: the pairs' LQ in grayscale, beside the same GTs
+        t = Path("data/colour/testset")
+        assert np.array_equal(load_png(t / "gray" / rec["file"]), colour.gray(load_png(t / "pairs" / rec["file"])))
+        assert np.array_equal(load_png(t / "gray" / rec["hq_file"]), load_png(t / "pairs" / rec["hq_file"]))
+    assert json.loads(Path("reports/metrics/colour/world.json").read_text())["test"]["source"] == str(real)
+    run("notebooks/06_colour.ipynb", "reports/06_colour.ipynb")
+    r = json.loads(Path("reports/metrics/colour.json").read_text())
+    assert np.isnan(r["baseline_plus"]["ciede2000_oracle"]) and np.isnan(r["baseline_plus"]["true_quality"])
+    assert r["baseline_plus"]["ciede2000_gt"] > 0 and r["gt"]["ciede2000_gt"] == 0.0
+    assert set(r["claims"]) == {text for text, *_ in enhancement.COLOUR.gt_claims}
+    with pytest.raises(ValueError, match=f"holds {len(hq)} images; expected {len(hq) + 1}"), pytest.warns(UserWarning):
+        colour.ingest_testset(tmp_path / "t", real, cp.data, DegradeRanges(), 0, expected=len(hq) + 1)

@@ -64,7 +64,14 @@ UNDERWATER = Spec(
         ("IQPFR's colours beat the unconditioned baseline's", "iqpfr", "baseline", "ciede2000_clean"),
         ("IQPFR beats the classical method (true quality)", "iqpfr", "classical", "true_quality"),
         ("IQPFR exceeds the references' own true quality", "iqpfr", "reference", "true_quality"),
-    ])
+    ],
+    gt_claims=(  # UIEB (paper profile): no clean scene; the references and a no-reference judge remain
+        ("IQPFR is closer to the references than the raw input (PSNR)", "iqpfr", "lq", "psnr_reference"),
+        ("IQPFR is closer to the references than the raw input (SSIM)", "iqpfr", "lq", "ssim_reference"),
+        ("IQPFR beats the unconditioned baseline (PSNR to the references)", "iqpfr", "baseline", "psnr_reference"),
+        ("IQPFR beats the classical method (PSNR to the references)", "iqpfr", "classical", "psnr_reference"),
+        ("IQPFR exceeds the references by UCIQE (a no-reference judge)", "iqpfr", "reference", "uciqe"),
+    ))
 
 COLOUR = Spec(
     rows=[("lq", "pairs", "input"), ("gray_lq", "gray", "input"), ("baseline", "pairs", "baseline"),

@@ -242,3 +242,18 @@ def test_uieb_with_a_missing_image_is_refused(tmp_path):
     _fake_uieb(tmp_path / "UIEB", raw=889)
     with pytest.raises(ValueError, match="raw-890 holds 889 images; UIEB's has 890"):
         underwater.build_uieb(replace(p.data, source="folder", folder=str(tmp_path / "UIEB")), p.underwater)
+
+
+@pytest.mark.parametrize("name", ["UNDERWATER", "COLOUR"])
+def test_reference_claims_stand_where_the_clean_image_is_missing(name):
+    """Each task's `gt_claims` replace its clean-image claims on real test sets: they compare rows
+    the task evaluates, by metrics that need no clean image and have a direction."""
+    from iqpfr import enhancement
+
+    spec = getattr(enhancement, name)
+    rows = {r for r, _, _ in spec.rows}
+    assert spec.gt_claims and {m for *_, m in spec.claims} <= spec.needs_clean
+    for text, a, b, metric in spec.gt_claims:
+        assert {a, b} <= rows and a != b, text
+        assert metric in spec.metrics and metric not in spec.needs_clean and metric in spec.directions, text
+    assert len({t for t, *_ in spec.claims + list(spec.gt_claims)}) == len(spec.claims) + len(spec.gt_claims)

@@ -79,10 +79,12 @@ def ceiling(stage1_path: Path, testset: Path) -> dict:
 
 
 def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: Path, progress=print,
-                  true_scores: bool = False, scores: torch.Tensor | None = None):
+                  true_scores: bool = False, scores: torch.Tensor | None = None, seed: int | None = None):
     """Train each row (name -> "main" or a variant name of the colour task's params) to `steps`, from
     where the pipeline starts it (`colour.finetune`),
     saving its checkpoint at every step in `at` as tmp/<k>/<name>.pt -> {(name, k): path}.
+    `seed`: train with this stage-II seed instead of the params' (other batches, flips, LQ draws
+    and score dropouts; the start is the same face row).
     `true_scores`: condition on the GTs' true colour quality instead of the prior's S (an oracle
     score that only the synthetic world has: what a prior that ranked colour perfectly would give);
     `scores`: condition on these scores (N,) in [0, 1] of the training GTs instead (another prior's S)."""
@@ -92,7 +94,8 @@ def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: 
     for name, which in rows.items():
         p = task_params(params, "colour")
         p = p if which == "main" else variant(p, which)
-        s2 = replace(p.stage2, steps=steps, checkpoint_every=steps, log_every=max(steps // 10, 1))
+        s2 = replace(p.stage2, steps=steps, checkpoint_every=steps, log_every=max(steps // 10, 1),
+                     seed=p.stage2.seed if seed is None else seed)
         trainer = stage2_trainer(p.data, p.degrade, p.vqgan, p.transformer, s2, tmp / f"{name}.run.pt", progress,
                                  COLOUR, finetune_source(params, "colour", which))
         if true_scores:  # the trainer draws each GT's bin from `scores` (N,) in [0, 1], aligned with its images
@@ -118,19 +121,26 @@ def same_weights(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def evaluate_snapshot(main: Path, baseline: Path, tmp: Path, score: float, guidance: float,
-                      adain: bool = COLOUR.adain, data: Path = COLOUR.data) -> dict:
-    """Notebook 06's measures of one snapshot pair: per-row means, the Baseline+ - baseline CIEDE2000
-    interval, the grayscale colourfulness ratio and the grayscale claim; `adain`: restore with AdaIN;
-    `data`: the task's data root whose testset/ is measured (default: the pipeline's test set)."""
+def evaluate_pair(main: Path, baseline: Path, tmp: Path, score: float, guidance: float,
+                  adain: bool = COLOUR.adain, data: Path = COLOUR.data) -> dict:
+    """`enhancement.run` of the colour task, as notebook 06 runs it, with Baseline+ `main` and the
+    baseline `baseline` (stage-II checkpoints); `adain`: restore with AdaIN; `data`: the task's data
+    root whose testset/ is measured (default: the pipeline's test set)."""
     models = tmp / "task"  # the colour task with its own data, prior and stage I, and this baseline
     (models / "variants" / "baseline").mkdir(parents=True, exist_ok=True)
     for link, target in {models / "prior": COLOUR.models / "prior",
                          models / "variants" / "baseline" / "restorer.pt": baseline}.items():
         link.unlink(missing_ok=True)
         link.symlink_to(target.resolve())
-    ev = enhancement.run(replace(COLOUR, data=data, models=models, adain=adain), enhancement.COLOUR, main, "baseline", score,
-                         sweep_count=32, grid_count=0, guidance=guidance)
+    return enhancement.run(replace(COLOUR, data=data, models=models, adain=adain), enhancement.COLOUR, main, "baseline",
+                           score, sweep_count=32, grid_count=0, guidance=guidance)
+
+
+def evaluate_snapshot(main: Path, baseline: Path, tmp: Path, score: float, guidance: float,
+                      adain: bool = COLOUR.adain, data: Path = COLOUR.data) -> dict:
+    """Notebook 06's measures of one snapshot pair (`evaluate_pair`): per-row means, the Baseline+ -
+    baseline CIEDE2000 interval, the grayscale colourfulness ratio and the grayscale claim."""
+    ev = evaluate_pair(main, baseline, tmp, score, guidance, adain, data)
     s = ev["summary"]
     c = ev["claims"]
     first = c[(c["a"] == "baseline_plus") & (c["b"] == "baseline") & (c["metric"] == "ciede2000_oracle")].iloc[0]

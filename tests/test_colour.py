@@ -234,6 +234,25 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     assert len(shas["val"]) == p.colour.num_test and not shas["val"] & shas["test"]
     c = bench.ceiling(task.COLOUR.stage1, task.COLOUR.testset / "pairs")
     assert c["pristine_ciede2000_oracle"] == 0.0 and c["pristine_reconstructed_ciede2000_oracle"] > 0.0
+    # benchmarks/colour_seeds.py: the params' seed is the pipeline's models; another seed trains its own
+    spec = importlib.util.spec_from_file_location("colour_seeds", Path(__file__).parents[1] / "benchmarks" / "colour_seeds.py")
+    seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seeds)
+    own_seed = cp.stage2.seed
+    claims, rows = seeds.main(["--root", str(proj), "--seeds", str(own_seed), str(own_seed + 1), "--out", str(tmp_path / "seeds.csv")])
+    in_dir(proj)
+    mean = rows.set_index(["seed", "row"])["ciede2000_oracle"]
+    assert mean[own_seed, "baseline_plus"] == pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
+    assert mean[own_seed + 1, "baseline_plus"] != pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
+    assert mean[own_seed, "gt"] == mean[own_seed + 1, "gt"]  # the GT row does not depend on training
+    assert set(claims["claim"]) == {text for text, *_ in enhancement.COLOUR.claims} and (claims["seeds"] == 2).all()
+    assert dict(zip(claims["claim"], claims[f"verdict_seed{own_seed}"])) == m["claims"]
+    first = claims[claims["metric"] == "ciede2000_oracle"].iloc[0]  # the seed mean of a difference is the mean difference
+    assert first["diff_seed_mean"] == pytest.approx((first[f"diff_seed{own_seed}"] + first[f"diff_seed{own_seed + 1}"]) / 2)
+    assert first["low_seed_mean"] <= first["diff_seed_mean"] <= first["high_seed_mean"]
+    with pytest.raises(SystemExit, match="two different seeds"):
+        seeds.main(["--root", str(proj), "--seeds", "1", "1"])
+    in_dir(proj)
     # a folder of real test GTs (colour.test_hq_folder, the paper profile's CelebA-Test): the same
     # degradations and gray copies, no pristine faces, so the claims compare with the GT instead
     real = tmp_path / "real_hq"

@@ -239,10 +239,12 @@ def ingest_testset(dest: Path, folder: str | Path, data_cfg, ranges, lq_seed: in
     (0 = unchecked). Unreadable files are listed in dest/rejects.csv. Returns the pairs' manifest."""
     import shutil
 
+    files = data.list_images(folder)  # a missing folder fails here, before the old test set is removed
     shutil.rmtree(dest, ignore_errors=True)
     hq = dest / "_hq_ingest"
     dest.mkdir(parents=True)
-    df, _ = data.ingest_folder(folder, hq, data_cfg.resolution, data_cfg.workers, rejects_csv=dest / "rejects.csv")
+    df, _ = data.ingest_folder(folder, hq, data_cfg.resolution, data_cfg.workers, files=files,
+                               rejects_csv=dest / "rejects.csv")
     data.check_count("colour test set", df, expected)
     return _pairs_and_gray(hq, dest, ranges, lq_seed, None)
 
@@ -287,6 +289,8 @@ def build_sets(data_cfg, iqa, degrade_cfg, col) -> dict:
     from .task import COLOUR as task
 
     t0 = time.time()
+    if col.test_hq_folder:  # fail on a mistyped folder now, not after rendering the world
+        data.list_images(col.test_hq_folder)
     gts = QualityDistribution(**col.gts.__dict__)
     uniform = QualityDistribution(tail_low=col.gts.tail_low, uniform=True)
     out = {}

@@ -279,5 +279,9 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     assert np.isnan(r["baseline_plus"]["ciede2000_oracle"]) and np.isnan(r["baseline_plus"]["true_quality"])
     assert r["baseline_plus"]["ciede2000_gt"] > 0 and r["gt"]["ciede2000_gt"] == 0.0
     assert set(r["claims"]) == {text for text, *_ in enhancement.COLOUR.gt_claims}
+    Path("params.yaml").write_text(Path("params.yaml").read_text().replace(str(real), str(tmp_path / "typo")))
+    with pytest.raises(FileNotFoundError, match="typo does not exist"):  # refused before anything is rendered
+        cli.main(["task", "colour", "world"])
+    assert len(pd.read_csv("data/colour/testset/pairs/manifest.csv")) == len(hq)  # the last test set is kept
     with pytest.raises(ValueError, match=f"holds {len(hq)} images; expected {len(hq) + 1}"), pytest.warns(UserWarning):
         colour.ingest_testset(tmp_path / "t", real, cp.data, DegradeRanges(), 0, expected=len(hq) + 1)

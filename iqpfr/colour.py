@@ -289,25 +289,24 @@ def build_sets(data_cfg, iqa, degrade_cfg, col) -> dict:
     from .task import COLOUR as task
 
     t0 = time.time()
-    if col.test_hq_folder:  # fail on a mistyped folder now, not after rendering the world
-        data.list_images(col.test_hq_folder)
     gts = QualityDistribution(**col.gts.__dict__)
     uniform = QualityDistribution(tail_low=col.gts.tail_low, uniform=True)
-    out = {}
-    for folder, split, n, seed, dist, family in synthetic_sets(task, data_cfg, iqa, gts, uniform):
-        shutil.rmtree(folder, ignore_errors=True)
-        df = write_set(folder, split, n, seed, data_cfg.resolution, dist, family, data_cfg.workers)
-        out[split] = summary(df["true_quality"].to_numpy())
-    # the test LQ's grayscale share is the test set's own (colour.test_gray_prob), so that a training
-    # setting (degrade.gray_prob) never moves the measurement
+    # the test set first (each set is seeded on its own, so the order changes no pixel): a mistyped
+    # test_hq_folder fails before the world is rendered. Its LQ's grayscale share is its own
+    # (colour.test_gray_prob), so that a training setting (degrade.gray_prob) never moves the measurement
     test_ranges = replace(degrade_ranges(degrade_cfg), gray_prob=col.test_gray_prob)
     if col.test_hq_folder:
         pairs = ingest_testset(task.testset, col.test_hq_folder, data_cfg, test_ranges, col.test_seed,
                                col.test_expected_count)
     else:
         pairs = write_testset(task.testset, "test", col.num_test, data_cfg, gts, test_ranges, col.test_seed)
-    out["test"] = {"count": len(pairs), "source": col.test_hq_folder or "synthetic", "gray_in_lq": int(pairs.get("deg_gray", pd.Series(dtype=bool)).fillna(False).sum()),
-                   "jittered_in_lq": int(pairs.filter(like="deg_jitter_brightness").notna().sum().sum())}
+    out = {"test": {"count": len(pairs), "source": col.test_hq_folder or "synthetic",
+                    "gray_in_lq": int(pairs.get("deg_gray", pd.Series(dtype=bool)).fillna(False).sum()),
+                    "jittered_in_lq": int(pairs.filter(like="deg_jitter_brightness").notna().sum().sum())}}
+    for folder, split, n, seed, dist, family in synthetic_sets(task, data_cfg, iqa, gts, uniform):
+        shutil.rmtree(folder, ignore_errors=True)
+        df = write_set(folder, split, n, seed, data_cfg.resolution, dist, family, data_cfg.workers)
+        out[split] = summary(df["true_quality"].to_numpy())
     out["seconds"] = time.time() - t0
     write_metrics("world", out, task)
     return out

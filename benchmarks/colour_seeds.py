@@ -15,11 +15,18 @@ averaged out and the test set's sampling is what the interval holds.
 
     python benchmarks/colour_seeds.py                 # seeds 0 1 2: ~12 min on 2 cores
     python benchmarks/colour_seeds.py --seeds 0 1 2 3
+    python benchmarks/colour_seeds.py --on confirm --count 300   # 300 fresh faces instead of the test set
+
+`--on confirm` measures on faces of a split of their own ("confirm": fresh faces and LQ drawn with
+the test set's recipe, on which no design choice was made; the validation faces of
+colour_design.py chose the design, so they would flatter it) instead of the test set, as many as
+--count: whether a lead that the 100 test faces cannot resolve holds on more faces, without
+enlarging the test set after its results.
 
 Writes reports/metrics/colour_seeds.csv (one row per claim: per-seed differences and verdicts,
 the every-seed verdict, the seed-averaged difference with its interval and verdict) and
-reports/metrics/colour_seeds_rows.csv (per seed and row: the mean of each measure); notebook 06
-shows both. Not a pipeline stage: the extra seeds' models live in a temporary folder.
+reports/metrics/colour_seeds_rows.csv (per seed and row: the mean of each measure);
+colour_seeds_confirm{,_rows}.csv with --on confirm. Notebook 06 shows them. Not a pipeline stage: the extra seeds' models live in a temporary folder.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,18 +47,33 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # colour_budget
 
 from colour_budget import evaluate_pair, snapshot_rows  # noqa: E402
 
-from iqpfr import enhancement, evaluate, runtime  # noqa: E402
+from iqpfr import colour, enhancement, evaluate, runtime  # noqa: E402
 from iqpfr.comparison import merge_seed_claims  # noqa: E402
 from iqpfr.config import load_params, task_params  # noqa: E402
+from iqpfr.pipeline import degrade_ranges  # noqa: E402
 from iqpfr.task import COLOUR  # noqa: E402
+from iqpfr.world import QualityDistribution  # noqa: E402
 
 ROW_MEASURES = ["ciede2000_oracle", "ciede2000_oracle_centre", "ciede2000_oracle_border", "colourfulness",
                 "true_quality", "S"]
 
 
-def seed_evaluations(params, seeds: list[int], tmp: Path, progress=print) -> dict[int, dict]:
-    """{seed: `enhancement.run` result} of the colour rows trained with each stage-II seed; the
-    params' own seed reads the pipeline's models instead of training them again."""
+def confirmation_data(params, dest: Path, count: int) -> Path:
+    """`count` fresh faces of split "confirm" with the colour test set's recipe (GT distribution,
+    degradations, gray share) and LQ of their own (seed colour.test_seed + 2) in dest/testset/{pairs,gray};
+    dest/scores links the task's prior normalisation. Returns dest (a task data root)."""
+    cp, col = task_params(params, "colour"), params.colour
+    ranges = replace(degrade_ranges(cp.degrade), gray_prob=col.test_gray_prob)
+    colour.write_testset(dest / "testset", "confirm", count, cp.data, QualityDistribution(**col.gts.__dict__),
+                         ranges, col.test_seed + 2)
+    (dest / "scores").symlink_to(COLOUR.scores.resolve())
+    return dest
+
+
+def seed_evaluations(params, seeds: list[int], tmp: Path, progress=print, data: Path = COLOUR.data) -> dict[int, dict]:
+    """{seed: `enhancement.run` result on the test set of task data root `data`} of the colour rows
+    trained with each stage-II seed; the params' own seed reads the pipeline's models instead of
+    training them again."""
     cp = task_params(params, "colour")
     steps, own = cp.stage2.steps, cp.stage2.seed
     rows = {"baseline_plus": "main", "baseline": params.colour.baseline}
@@ -62,7 +85,8 @@ def seed_evaluations(params, seeds: list[int], tmp: Path, progress=print) -> dic
         else:
             paths = snapshot_rows(params, rows, steps, [steps], tmp / f"seed{seed}", progress, seed=seed)
             main, base = paths["baseline_plus", steps], paths["baseline", steps]
-        out[seed] = evaluate_pair(main, base, tmp / f"seed{seed}", params.evaluation.score, cp.transformer.guidance)
+        out[seed] = evaluate_pair(main, base, tmp / f"seed{seed}", params.evaluation.score, cp.transformer.guidance,
+                                  data=data)
         progress(f"seed {seed}: {time.time() - t0:.0f} s")
     return out
 
@@ -90,7 +114,7 @@ def seed_rows(evs: dict[int, dict]) -> pd.DataFrame:
     for seed, ev in evs.items():
         ratio = enhancement.gray_regions(ev["summary"])["gray_colourfulness_ratio_to_gt"]
         for row, s in ev["summary"].items():
-            out.append({"seed": seed, "row": row, **{k: s[k] for k in ROW_MEASURES},
+            out.append({"seed": seed, "row": row, "n": s["n"], **{k: s[k] for k in ROW_MEASURES},
                         "gray_colourfulness_ratio_to_gt": ratio})
     return pd.DataFrame(out)
 
@@ -98,18 +122,26 @@ def seed_rows(evs: dict[int, dict]) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--on", choices=("test", "confirm"), default="test",
+                    help="the pipeline's test set (default) or --count fresh faces of split 'confirm'")
+    ap.add_argument("--count", type=int, default=300, help="faces for --on confirm")
     ap.add_argument("--root", default=str(ROOT), help="the project whose params, data and models are measured")
-    ap.add_argument("--out", default=None, help="default: <root>/reports/metrics/colour_seeds.csv (and _rows.csv)")
+    ap.add_argument("--out", default=None,
+                    help="default: <root>/reports/metrics/colour_seeds[_confirm].csv (and _rows.csv)")
     args = ap.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds) or len(args.seeds) < 2:
         sys.exit(f"--seeds: at least two different seeds, got {args.seeds}")
+    if args.count < 2:
+        sys.exit(f"--count: at least 2 faces, got {args.count}")
     root = Path(args.root).resolve()
-    out = Path(args.out).resolve() if args.out else root / "reports/metrics/colour_seeds.csv"
+    suffix = "_confirm" if args.on == "confirm" else ""
+    out = Path(args.out).resolve() if args.out else root / f"reports/metrics/colour_seeds{suffix}.csv"
     os.chdir(root)  # the tasks' paths are relative to the project
     runtime.configure()
     params = load_params(root / "params.yaml")
     with tempfile.TemporaryDirectory() as d:
-        evs = seed_evaluations(params, args.seeds, Path(d))
+        data = confirmation_data(params, Path(d) / "confirm", args.count) if args.on == "confirm" else COLOUR.data
+        evs = seed_evaluations(params, args.seeds, Path(d), data=data)
     claims, rows = seed_claims(evs), seed_rows(evs)
     out.parent.mkdir(parents=True, exist_ok=True)
     claims.to_csv(out, index=False, float_format="%.6g")

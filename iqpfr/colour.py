@@ -43,8 +43,10 @@ from .truequality import colour_against
 from .world import QualityDistribution
 
 # split ids of the colour world's faces: apart from the face world's (world.SPLITS, 0-5)
-# ("val": the design benchmarks' validation faces, never written by the pipeline)
-SPLITS = {"train": 10, "holdout": 11, "iqa_train": 12, "iqa_val": 13, "iqa_unseen": 14, "test": 15, "val": 16}
+# ("val": the design benchmarks' validation faces; "confirm": fresh faces on which no design choice
+# was made, for benchmarks/colour_seeds.py --on confirm; neither is written by the pipeline)
+SPLITS = {"train": 10, "holdout": 11, "iqa_train": 12, "iqa_val": 13, "iqa_unseen": 14, "test": 15, "val": 16,
+          "confirm": 17}
 WARM_SHARE = 0.75  # share of white-balance errors that are warm
 # the centre ellipse of an aligned face crop, as fractions of its side: (x centre, y centre, x
 # semi-axis, y semi-axis). It holds the face and hair of the synthetic renders (their eyes sit at

@@ -253,6 +253,12 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     with pytest.raises(SystemExit, match="two different seeds"):
         seeds.main(["--root", str(proj), "--seeds", "1", "1"])
     in_dir(proj)
+    fresh_claims, fresh = seeds.main(["--root", str(proj), "--seeds", str(own_seed), str(own_seed + 1), "--on", "confirm",
+                                      "--count", "6", "--out", str(tmp_path / "confirm.csv")])
+    in_dir(proj)
+    assert (fresh["n"] == 6).all() and (rows["n"] == p.colour.num_test).all()
+    assert set(fresh_claims["claim"]) == set(claims["claim"])  # fresh faces with oracles: the same claims
+    assert fresh.set_index(["seed", "row"])["ciede2000_oracle"][own_seed, "gt"] != mean[own_seed, "gt"]  # other faces
     # a folder of real test GTs (colour.test_hq_folder, the paper profile's CelebA-Test): the same
     # degradations and gray copies, no pristine faces, so the claims compare with the GT instead
     real = tmp_path / "real_hq"

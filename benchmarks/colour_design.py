@@ -74,14 +74,20 @@ def design_params(params, gray: float, start: str, ema_decay: float | None = Non
     return replace(params, colour=replace(params.colour, overrides=overrides, finetune=finetune))
 
 
-def validation_data(params, dest: Path) -> Path:
-    """Write a validation set with the colour test set's recipe but faces and LQ of its own to
+# the LQ seed of each split of faces written with the test set's recipe: apart from the test set's own
+LQ_SEED_OFFSETS = {"val": 1, "confirm": 2}
+
+
+def validation_data(params, dest: Path, split: str = "val", count: int | None = None) -> Path:
+    """Write `count` (default colour.num_test) faces of `split` ("val": the design choices'
+    validation faces; "confirm": fresh faces no choice was made on) with the colour test set's recipe
+    but faces and LQ of their own (LQ seed colour.test_seed + LQ_SEED_OFFSETS[split]) to
     dest/testset/{pairs,gray}, link dest/scores to the task's prior normalisation; returns dest (a
     task data root for `evaluate_snapshot`)."""
     cp, col = task_params(params, "colour"), params.colour
     ranges = replace(degrade_ranges(cp.degrade), gray_prob=col.test_gray_prob)
-    colour.write_testset(dest / "testset", "val", col.num_test, cp.data, QualityDistribution(**col.gts.__dict__),
-                         ranges, col.test_seed + 1)
+    colour.write_testset(dest / "testset", split, col.num_test if count is None else count, cp.data,
+                         QualityDistribution(**col.gts.__dict__), ranges, col.test_seed + LQ_SEED_OFFSETS[split])
     (dest / "scores").symlink_to(COLOUR.scores.resolve())
     return dest
 

@@ -35,7 +35,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,31 +42,18 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))  # colour_budget
+sys.path.insert(0, str(ROOT / "benchmarks"))  # colour_budget, colour_design
 
 from colour_budget import evaluate_pair, snapshot_rows  # noqa: E402
+from colour_design import validation_data  # noqa: E402
 
-from iqpfr import colour, enhancement, evaluate, runtime  # noqa: E402
+from iqpfr import enhancement, evaluate, runtime  # noqa: E402
 from iqpfr.comparison import merge_seed_claims  # noqa: E402
 from iqpfr.config import load_params, task_params  # noqa: E402
-from iqpfr.pipeline import degrade_ranges  # noqa: E402
 from iqpfr.task import COLOUR  # noqa: E402
-from iqpfr.world import QualityDistribution  # noqa: E402
 
 ROW_MEASURES = ["ciede2000_oracle", "ciede2000_oracle_centre", "ciede2000_oracle_border", "colourfulness",
                 "true_quality", "S"]
-
-
-def confirmation_data(params, dest: Path, count: int) -> Path:
-    """`count` fresh faces of split "confirm" with the colour test set's recipe (GT distribution,
-    degradations, gray share) and LQ of their own (seed colour.test_seed + 2) in dest/testset/{pairs,gray};
-    dest/scores links the task's prior normalisation. Returns dest (a task data root)."""
-    cp, col = task_params(params, "colour"), params.colour
-    ranges = replace(degrade_ranges(cp.degrade), gray_prob=col.test_gray_prob)
-    colour.write_testset(dest / "testset", "confirm", count, cp.data, QualityDistribution(**col.gts.__dict__),
-                         ranges, col.test_seed + 2)
-    (dest / "scores").symlink_to(COLOUR.scores.resolve())
-    return dest
 
 
 def seed_evaluations(params, seeds: list[int], tmp: Path, progress=print, data: Path = COLOUR.data) -> dict[int, dict]:
@@ -140,7 +126,7 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     runtime.configure()
     params = load_params(root / "params.yaml")
     with tempfile.TemporaryDirectory() as d:
-        data = confirmation_data(params, Path(d) / "confirm", args.count) if args.on == "confirm" else COLOUR.data
+        data = validation_data(params, Path(d) / "confirm", "confirm", args.count) if args.on == "confirm" else COLOUR.data
         evs = seed_evaluations(params, args.seeds, Path(d), data=data)
     claims, rows = seed_claims(evs), seed_rows(evs)
     out.parent.mkdir(parents=True, exist_ok=True)

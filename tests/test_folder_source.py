@@ -68,3 +68,23 @@ def test_params_error_exit_code(tmp_path, in_dir, root, capsys):
     open("params.yaml", "w").write(yaml.safe_dump(params))
     assert cli.main(["stage", "world"]) == 2
     assert "data.resolutoin: unknown key; did you mean 'resolution'" in capsys.readouterr().err
+
+
+def test_hq_folder_test_pairs(folder_project, in_dir):
+    # the paper profile's face test set: HQ faces from a folder (CelebA-Test), degraded with the seed
+    in_dir(folder_project)
+    original = open("params.yaml").read()
+    params = yaml.safe_load(original)
+    params["testset"].update(hq_folder="my_faces", lq_folders={}, expected_counts={"pairs": 20})
+    open("params.yaml", "w").write(yaml.safe_dump(params))
+    try:
+        with pytest.warns(UserWarning, match="1 of 21 files .* rejected; see data/testset/pairs/rejects.csv"):
+            assert cli.main(["stage", "testset"]) == 0
+        pairs = pd.read_csv("data/testset/pairs/manifest.csv")
+        assert len(pairs) == 20 and "oracle_file" not in pairs and "true_quality" not in pairs
+        rejects = pd.read_csv("data/testset/pairs/rejects.csv")  # kept: the ingest folder itself is gone
+        assert list(rejects["file"].str.rsplit("/", n=1).str[-1]) == ["broken.png"]
+        assert not (folder_project / "data/testset/_hq_ingest").exists()
+        assert json.loads(open("reports/metrics/testset.json").read())["pairs"] == {"count": 20, "rejected": 1}
+    finally:
+        open("params.yaml", "w").write(original)

@@ -102,10 +102,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if args.seed == params.data.seed:
         sys.exit("--seed must differ from data.seed: the probe faces must not be the world's")
     t0 = time.time()
+    test = evaluate.load_set(root / "data/testset/pairs")
+    if "oracle" not in test:
+        sys.exit("the test pairs have no pristine faces (testset.hq_folder): true quality, and with it this "
+                 "measurement, needs the synthetic test set")
     guidance = guidance_by_row(params.transformer, params.variants)
     models = {r: load_restorer(restorer_path(root, r), root / "models/stage1/vqgan.pt", guidance=guidance[r])[0]
               for r in ROWS}
-    test = evaluate.load_set(root / "data/testset/pairs")
     test_out = outputs(models, test["lq"])
     test_truth = {r: true_quality(x, test["oracle"]) for r, x in test_out.items()}
 

@@ -192,6 +192,53 @@ def test_variants_and_evaluation_notebook(tiny_project, in_dir):
     assert comparison.available_sets() == ["pairs"]
 
 
+def test_face_test_set_from_a_folder(tiny_project, in_dir, tmp_path):
+    """The paper profile's face test path (testset.hq_folder, CelebA-Test): the trained tiny models
+    evaluated on pairs made from a folder, which has no pristine faces. Notebooks 03 and 04 run,
+    the true-quality measures are absent rather than made up, and a prior-on-outputs CSV left by
+    another run is not shown; the benchmark that writes it refuses the set."""
+    import shutil
+
+    import yaml
+    from PIL import Image
+
+    from benchmarks import prior_on_outputs
+    from iqpfr import cli, notebook
+    from iqpfr.synthfaces import render_face
+
+    in_dir(tiny_project)
+    if not (tiny_project / "reports/metrics/prior_on_outputs.csv").exists():
+        test_variants_and_evaluation_notebook(tiny_project, lambda p: p)
+    proj = tmp_path / "proj"
+    shutil.copytree(tiny_project, proj)
+    faces = tmp_path / "celeba_test_hq"
+    faces.mkdir()
+    for i in range(6):  # JPEGs larger than the model, as a downloaded test set comes
+        Image.fromarray((render_face([77, i], 96).image * 255).astype(np.uint8)).save(faces / f"{i:05d}.jpg")
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["testset"].update(hq_folder=str(faces), expected_counts={"pairs": 6})
+    (proj / "params.yaml").write_text(yaml.safe_dump(params))
+    in_dir(proj)
+    assert cli.main(["stage", "testset"]) == 0
+    with pytest.raises(SystemExit, match="no pristine faces"):
+        prior_on_outputs.main(["--root", str(proj), "--probe", "8"])
+    for name in ("03_train_conditioned", "04_evaluate"):
+        notebook.run(f"notebooks/{name}.ipynb", f"reports/{name}.ipynb", "params.yaml")
+        nb = nbformat.read(f"reports/{name}.ipynb", as_version=4)
+        assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"], name
+    conditioned = json.loads(open("reports/metrics/train_conditioned.json").read())
+    assert "true_quality_by_S" not in conditioned and len(conditioned["output_score_by_S"]) == 10
+    summary = json.loads(open("reports/metrics/evaluate.json").read())
+    assert summary["pairs"]["lq"]["n"] == 6 and "ssim_oracle" not in summary["pairs"]["iqpfr"]
+    assert "psnr_gt" in summary["pairs"]["iqpfr"]
+    assert summary["prior_spearman_by_row"] == {} and summary["prior_spearman_on_outputs"] is None
+    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                   for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "not measurable here" in text and "'iqa_only'" not in text and "iqa_only" not in text
+    claims = pd.read_csv("reports/eval/claims.csv")
+    assert len(claims) and not claims["claim"].str.contains("pristine|true quality", case=False).any()
+
+
 def test_evaluate_command_matches_the_evaluation_stage(tiny_project, in_dir, tmp_path):
     """`iqpfr evaluate` on an exported bundle gives the evaluation stage's per-image numbers."""
     from iqpfr import cli

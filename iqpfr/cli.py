@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"params error: {err}", file=sys.stderr)
         return 2
+    except FileNotFoundError as err:  # an input the params name, or an earlier stage's output, is missing
+        print(f"iqpfr {' '.join(argv if argv is not None else sys.argv[1:])}: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2, default=float))
     return 0
 

@@ -125,7 +125,7 @@ def test_the_colour_task_reads_the_face_stage_I_and_never_trains_one(root, tmp_p
     assert not Path("models/stage1").exists()
 
 
-def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, in_dir):
+def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, in_dir, capsys):
     from iqpfr.notebook import run
 
     proj = tmp_path / "p"
@@ -286,8 +286,8 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     assert r["baseline_plus"]["ciede2000_gt"] > 0 and r["gt"]["ciede2000_gt"] == 0.0
     assert set(r["claims"]) == {text for text, *_ in enhancement.COLOUR.gt_claims}
     Path("params.yaml").write_text(Path("params.yaml").read_text().replace(str(real), str(tmp_path / "typo")))
-    with pytest.raises(FileNotFoundError, match="typo does not exist"):  # refused before anything is rendered
-        cli.main(["task", "colour", "world"])
+    assert cli.main(["task", "colour", "world"]) == 2  # refused before anything is rendered
+    assert "iqpfr task colour world: image folder" in capsys.readouterr().err
     assert len(pd.read_csv("data/colour/testset/pairs/manifest.csv")) == len(hq)  # the last test set is kept
     with pytest.raises(ValueError, match=f"holds {len(hq)} images; expected {len(hq) + 1}"), pytest.warns(UserWarning):
         colour.ingest_testset(tmp_path / "t", real, cp.data, DegradeRanges(), 0, expected=len(hq) + 1)

@@ -88,3 +88,14 @@ def test_hq_folder_test_pairs(folder_project, in_dir):
         assert json.loads(open("reports/metrics/testset.json").read())["pairs"] == {"count": 20, "rejected": 1}
     finally:
         open("params.yaml", "w").write(original)
+
+
+def test_missing_input_folder_exit_code(tmp_path, in_dir, root, capsys):
+    # e.g. the paper profile before FFHQ is in data/external/ffhq: one line naming the folder, no traceback
+    in_dir(tmp_path)
+    params = yaml.safe_load((root / "profiles" / "tiny.yaml").read_text())
+    params["data"].update(source="folder", folder="data/external/ffhq")
+    open("params.yaml", "w").write(yaml.safe_dump(params))
+    assert cli.main(["stage", "world"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "iqpfr stage world: image folder data/external/ffhq does not exist"

@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     from iqpfr import runtime
 
-    runtime.configure()
+    runtime.configure(compiling=args.compile)
     if args.child_step:
         print(json.dumps(run_step(args.child_step, args.precision, args.steps)))
         return {}

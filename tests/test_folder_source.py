@@ -99,3 +99,39 @@ def test_missing_input_folder_exit_code(tmp_path, in_dir, root, capsys):
     assert cli.main(["stage", "world"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "iqpfr stage world: image folder data/external/ffhq does not exist"
+
+
+def test_folder_world_and_folder_test_set_through_the_evaluation(folder_project, tmp_path, in_dir):
+    # the paper profile's shape (FFHQ folder, CelebA-Test folder, helper off) minus pyiqa's weights:
+    # stage I, stage II, the variants, the seeds and notebook 04 on data without pristine faces
+    from iqpfr.config import load_params
+
+    proj = tmp_path / "paper_shape"
+    shutil.copytree(folder_project, proj, ignore=shutil.ignore_patterns("data", "models", "reports", "cache"))
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    params["helper"]["steps"] = 0
+    params["testset"].update(hq_folder="my_faces", lq_folders={}, expected_counts={"pairs": 20})
+    (proj / "params.yaml").write_text(yaml.safe_dump(params))
+    in_dir(proj)
+    with pytest.warns(UserWarning):
+        for stage in ("world", "iqa_data", "iqa_helper", "train_prior", "testset"):
+            assert cli.main(["stage", stage]) == 0, stage
+    for name in ("01_score_dataset", "02_train_codebook"):
+        notebook.run(f"notebooks/{name}.ipynb", f"reports/{name}.ipynb", "params.yaml")
+    assert cli.main(["stage", "latent_targets"]) == 0
+    notebook.run("notebooks/03_train_conditioned.ipynb", "reports/03_train_conditioned.ipynb", "params.yaml")
+    p = load_params("params.yaml")
+    for name in p.variants:
+        assert cli.main(["variant", name]) == 0
+    for row in p.seeds.rows:
+        for seed in p.seeds.extra:
+            assert cli.main(["seed", row, str(seed)]) == 0
+    notebook.run("notebooks/04_evaluate.ipynb", "reports/04_evaluate.ipynb", "params.yaml")
+    for name in ("01_score_dataset", "02_train_codebook", "03_train_conditioned", "04_evaluate"):
+        nb = nbformat.read(f"reports/{name}.ipynb", as_version=4)
+        assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"], name
+    stage1 = json.loads(open("reports/metrics/train_codebook.json").read())
+    assert np.isfinite(stage1["psnr_lambda_holdout"]) and "spearman_true_quality_gt_vs_recon" not in stage1
+    summary = json.loads(open("reports/metrics/evaluate.json").read())
+    assert summary["pairs"]["lq"]["n"] == 20 and summary["prior_spearman_on_outputs"] is None
+    assert all("ssim_oracle" not in row for row in summary["pairs"].values() if isinstance(row, dict))

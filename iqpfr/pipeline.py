@@ -184,11 +184,11 @@ def build_testset(data_cfg: DataConfig, capture: CaptureConfig, degrade: Degrade
     t0 = time.time()
     _fresh(TESTSET)
     out = {}
-    rejects = None
+    hq_rejects = None
     if testset.hq_folder:  # the ingest folder is temporary: its rejects are listed beside the pairs
         hq = TESTSET / "_hq_ingest"
-        _, rejects = data.ingest_folder(testset.hq_folder, hq, data_cfg.resolution, data_cfg.workers,
-                                        rejects_csv=TESTSET / "pairs" / "rejects.csv")
+        _, hq_rejects = data.ingest_folder(testset.hq_folder, hq, data_cfg.resolution, data_cfg.workers,
+                                           rejects_csv=TESTSET / "pairs" / "rejects.csv")
         extra = None
     else:
         hq = TESTSET / "_hq_render"
@@ -201,7 +201,9 @@ def build_testset(data_cfg: DataConfig, capture: CaptureConfig, degrade: Degrade
         shutil.copytree(hq / "oracle", TESTSET / "pairs" / "oracle")
     shutil.rmtree(hq)
     data.check_count("pairs", pairs, testset.expected_counts.get("pairs", 0))
-    out["pairs"] = {"count": len(pairs)} if rejects is None else {"count": len(pairs), "rejected": len(rejects)}
+    out["pairs"] = {"count": len(pairs)}
+    if hq_rejects is not None:
+        out["pairs"]["rejected"] = len(hq_rejects)
     for name, folder in testset.lq_folders.items():
         df, rejects = data.ingest_folder(folder, TESTSET / name, data_cfg.resolution, data_cfg.workers, subdir="lq")
         data.check_count(name, df, testset.expected_counts.get(name, 0))

@@ -182,13 +182,16 @@ def build_testset(data_cfg: DataConfig, capture: CaptureConfig, degrade: Degrade
     """Stage `testset`: seeded LQ/HQ pairs (synthetic with oracles, or from an HQ folder) and
     manifests of real LQ folders, with count checks."""
     t0 = time.time()
+    # every folder is listed first: a missing one fails before the previous test set is removed
+    hq_files = data.list_images(testset.hq_folder) if testset.hq_folder else None
+    lq_files = {name: data.list_images(folder) for name, folder in testset.lq_folders.items()}
     _fresh(TESTSET)
     out = {}
     hq_rejects = None
     if testset.hq_folder:  # the ingest folder is temporary: its rejects are listed beside the pairs
         hq = TESTSET / "_hq_ingest"
         _, hq_rejects = data.ingest_folder(testset.hq_folder, hq, data_cfg.resolution, data_cfg.workers,
-                                           rejects_csv=TESTSET / "pairs" / "rejects.csv")
+                                           files=hq_files, rejects_csv=TESTSET / "pairs" / "rejects.csv")
         extra = None
     else:
         hq = TESTSET / "_hq_render"
@@ -205,7 +208,8 @@ def build_testset(data_cfg: DataConfig, capture: CaptureConfig, degrade: Degrade
     if hq_rejects is not None:
         out["pairs"]["rejected"] = len(hq_rejects)
     for name, folder in testset.lq_folders.items():
-        df, rejects = data.ingest_folder(folder, TESTSET / name, data_cfg.resolution, data_cfg.workers, subdir="lq")
+        df, rejects = data.ingest_folder(folder, TESTSET / name, data_cfg.resolution, data_cfg.workers, subdir="lq",
+                                         files=lq_files[name])
         data.check_count(name, df, testset.expected_counts.get(name, 0))
         out[name] = {"count": len(df), "rejected": len(rejects)}
     out["seconds"] = time.time() - t0

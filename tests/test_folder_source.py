@@ -86,6 +86,10 @@ def test_hq_folder_test_pairs(folder_project, in_dir):
         assert list(rejects["file"].str.rsplit("/", n=1).str[-1]) == ["broken.png"]
         assert not (folder_project / "data/testset/_hq_ingest").exists()
         assert json.loads(open("reports/metrics/testset.json").read())["pairs"] == {"count": 20, "rejected": 1}
+        params["testset"]["hq_folder"] = "my_facse"  # a typo is refused before the last test set is removed
+        open("params.yaml", "w").write(yaml.safe_dump(params))
+        assert cli.main(["stage", "testset"]) == 2
+        assert len(pd.read_csv("data/testset/pairs/manifest.csv")) == 20
     finally:
         open("params.yaml", "w").write(original)
 

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # colour_prior
 
-from iqpfr import colour, enhancement, iqanet, runtime, truequality  # noqa: E402
+from iqpfr import colour, enhancement, iqanet, provenance, runtime, truequality  # noqa: E402
 from iqpfr.codebook import reconstruct  # noqa: E402
 from iqpfr.conditioned import finetune_source, stage2_trainer  # noqa: E402
 from iqpfr.config import load_params, task_params, variant  # noqa: E402
@@ -196,7 +196,9 @@ def main() -> None:
     cp = task_params(params, "colour")
     cei = ceiling(COLOUR.stage1, COLOUR.testset / "pairs")
     print(json.dumps(cei, indent=1))
-    (ROOT / "reports/metrics/colour_ceiling.json").write_text(json.dumps(cei, indent=1) + "\n")
+    ceiling_json = ROOT / "reports/metrics/colour_ceiling.json"
+    ceiling_json.write_text(json.dumps(cei, indent=1) + "\n")
+    provenance.write(ceiling_json, cp.data, provenance.sections_of(cp), provenance.command("benchmarks/colour_budget.py", None))
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows = {"baseline_plus": "main", "baseline": params.colour.baseline}
@@ -214,6 +216,7 @@ def main() -> None:
             rows.append({"steps": k, **r})
             print(pd.DataFrame(rows).round(4).to_string(index=False))
     pd.DataFrame(rows).to_csv(out, index=False, float_format="%.6g")
+    provenance.write(out, cp.data, provenance.sections_of(cp), provenance.command("benchmarks/colour_budget.py", None))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from colour_budget import evaluate_snapshot, snapshot_rows  # noqa: E402
-from iqpfr import colour, runtime  # noqa: E402
+from iqpfr import colour, provenance, runtime  # noqa: E402
 from iqpfr.config import load_params, task_params  # noqa: E402
 from iqpfr.pipeline import degrade_ranges  # noqa: E402
 from iqpfr.task import COLOUR  # noqa: E402
@@ -90,6 +90,13 @@ def validation_data(params, dest: Path, split: str = "val", count: int | None = 
                          QualityDistribution(**col.gts.__dict__), ranges, col.test_seed + LQ_SEED_OFFSETS[split])
     (dest / "scores").symlink_to(COLOUR.scores.resolve())
     return dest
+
+
+def pipeline_models(params) -> list[str]:
+    """The pipeline's colour models (paths in the project): a row made with the design, seed and
+    settings params.yaml names is these models' outputs, so its table describes them."""
+    return [str(p) for p in (COLOUR.stage1, COLOUR.prior, COLOUR.stage2,
+                             COLOUR.variants / params.colour.baseline / "restorer.pt")]
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -155,6 +162,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 print(pd.DataFrame(rows).round(3).to_string(index=False), flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(out, index=False, float_format="%.6g")
+    models = pipeline_models(params) if table["pipeline"].any() else []  # its pipeline row is the pipeline's models
+    provenance.write(out, cp.data, provenance.sections_of(cp), provenance.command("benchmarks/colour_design.py", argv),
+                     models=models)
     return table
 
 

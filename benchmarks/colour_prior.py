@@ -40,7 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iqpfr import colour, iqanet, runtime, safeload  # noqa: E402
+from iqpfr import colour, iqanet, provenance, runtime, safeload  # noqa: E402
 from iqpfr.config import load_params, task_params  # noqa: E402
 from iqpfr.pipeline import _load_stack  # noqa: E402
 from iqpfr.task import COLOUR  # noqa: E402
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     print(table.round(3).to_string(index=False))
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False, float_format="%.6g")
+    provenance.write(out, cp.data, provenance.sections_of(cp), provenance.command("benchmarks/colour_prior.py", argv))
     return table
 
 

@@ -45,9 +45,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))  # colour_budget, colour_design
 
 from colour_budget import evaluate_pair, snapshot_rows  # noqa: E402
-from colour_design import validation_data  # noqa: E402
+from colour_design import pipeline_models, validation_data  # noqa: E402
 
-from iqpfr import enhancement, evaluate, runtime  # noqa: E402
+from iqpfr import enhancement, evaluate, provenance, runtime  # noqa: E402
 from iqpfr.comparison import merge_seed_claims  # noqa: E402
 from iqpfr.config import load_params, task_params  # noqa: E402
 from iqpfr.task import COLOUR  # noqa: E402
@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     out.parent.mkdir(parents=True, exist_ok=True)
     claims.to_csv(out, index=False, float_format="%.6g")
     rows.to_csv(out.with_name(out.stem + "_rows.csv"), index=False, float_format="%.6g")
+    cp = task_params(params, "colour")
+    models = pipeline_models(params) if cp.stage2.seed in args.seeds else []  # its rows are the pipeline's models
+    for path in (out, out.with_name(out.stem + "_rows.csv")):
+        provenance.write(path, cp.data, provenance.sections_of(cp), provenance.command("benchmarks/colour_seeds.py", argv),
+                         models=models)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(claims.drop(columns=["a", "b"]).round(3).to_string(index=False))
         print(rows[rows["row"].isin(["baseline", "baseline_plus", "baseline_plus_gray"])].round(3).to_string(index=False))

@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iqpfr import data, evaluate, iqanet, runtime  # noqa: E402
+from iqpfr import data, evaluate, iqanet, provenance, runtime  # noqa: E402
 from iqpfr.conditioned import load_restorer  # noqa: E402
 from iqpfr.config import guidance_by_row, load_params  # noqa: E402
 from iqpfr.pipeline import _load_stack, capture_ranges, degrade_ranges, gt_distribution  # noqa: E402
@@ -50,6 +50,13 @@ SCORE = 0.95
 
 def restorer_path(root: Path, row: str) -> Path:
     return root / ("models/stage2/restorer.pt" if row == "iqpfr" else f"models/variants/{row}/restorer.pt")
+
+
+def measured_models() -> list[str]:
+    """The pipeline's models whose outputs and scores the table describes (paths in the project):
+    notebook 04 shows the table only while they are the models it evaluates (iqpfr.provenance)."""
+    return ["models/prior/iqanet.pt", "models/stage1/vqgan.pt",
+            *(str(restorer_path(Path(), r)) for r in ROWS)]
 
 
 def true_quality(x: torch.Tensor, oracle: torch.Tensor) -> np.ndarray:
@@ -135,7 +142,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
           f"the probe prior trained on {len(x)} IQA images + {args.probe} x {len(PROBE_ROWS)} probe outputs "
           f"({time.time() - t0:.0f} s)")
     print(table.round(3).to_string())
-    table.to_csv(root / "reports/metrics/prior_on_outputs.csv", float_format="%.6g")
+    out = root / "reports/metrics/prior_on_outputs.csv"
+    table.to_csv(out, float_format="%.6g")
+    provenance.write(out, params.data, provenance.sections_of(params), provenance.command("benchmarks/prior_on_outputs.py", argv),
+                     models=measured_models(), root=root)
     return table
 
 

@@ -55,7 +55,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iqpfr import codebook, data, evaluate  # noqa: E402
+from iqpfr import codebook, data, evaluate, provenance  # noqa: E402
 from iqpfr.config import load_params  # noqa: E402
 from iqpfr.iqanet import spearman  # noqa: E402
 from iqpfr.losses import LUMA  # noqa: E402
@@ -184,6 +184,10 @@ def main() -> None:
     # a design's full name selects it alone; otherwise a name selects every design it starts
     names = [n for want in args.designs for n in ([want] if want in DESIGNS else [d for d in DESIGNS if d.startswith(want)])]
     params = load_params(args.params)  # read once: every design runs on the same settings
+    try:
+        provenance.require_world(out, params.data)  # rows of one world per file
+    except ValueError as err:
+        sys.exit(str(err))
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:  # each (design, seed)'s rows replace its earlier ones, the others are kept
         for seed in args.seeds or [params.stage1.seed]:
@@ -198,6 +202,8 @@ def main() -> None:
             merged = pd.concat([old[keep], rows], ignore_index=True)
             merged["order"] = merged["design"].map({n: i for i, n in enumerate(DESIGNS)})
             merged.sort_values(["order", "seed", "step"]).drop(columns="order").to_csv(out, index=False)
+            provenance.write(out, params.data, provenance.sections_of(params),
+                             provenance.command("benchmarks/stage1_design.py", None), merged=True)
             print(f"wrote {out} ({name}, seed {seed})")
 
 

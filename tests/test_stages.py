@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 
 from iqpfr import codebook, data, pipeline
 from iqpfr.config import load_params
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_world_and_iqa_sets(tiny_project):
@@ -97,7 +100,11 @@ def test_score_notebook_smoke(tiny_project, in_dir):
 
 
 def test_stage1_notebook_and_latent_targets(tiny_project, in_dir):
-    """Notebook 02 trains stage I on the tiny profile; the targets stage encodes every GT and its flip."""
+    """Notebook 02 trains stage I on the tiny profile; the targets stage encodes every GT and its flip.
+    The repository's stage-I design measurements (64 px faces), present as in a clone switched to this
+    profile, are named and not shown as this 32 px run's."""
+    import shutil
+
     import torch
 
     from iqpfr import cli, notebook
@@ -105,7 +112,14 @@ def test_stage1_notebook_and_latent_targets(tiny_project, in_dir):
     in_dir(tiny_project)
     if not (tiny_project / "data/scores/train.csv").exists():
         notebook.run("notebooks/01_score_dataset.ipynb", "reports/01_score_dataset.ipynb", "params.yaml")
+    for name in ("stage1_design.csv", "stage1_design.csv.provenance.json"):
+        shutil.copy(ROOT / "reports/metrics" / name, tiny_project / "reports/metrics" / name)
     notebook.run("notebooks/02_train_codebook.ipynb", "reports/02_train_codebook.ipynb", "params.yaml")
+    nb = nbformat.read("reports/02_train_codebook.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert ("stage1_design.csv was measured on the synthetic world at 64 px and this run uses the synthetic "
+            "world at 32 px: not shown") in text
+    assert not (pipeline.FIGURES / "02" / "02_design.png").exists()
     m = json.loads((tiny_project / "reports/metrics/train_codebook.json").read_text())
     assert m["steps"] == 6 and np.isfinite(m["psnr_lambda_holdout"]) and np.isfinite(m["psnr_oracle_lambda_holdout"]) and m["perplexity_c"] >= 1
     assert -1 <= m["spearman_true_quality_gt_vs_recon"] <= 1 and m["precision"] in ("fp32", "bf16")
@@ -190,6 +204,9 @@ def test_variants_and_evaluation_notebook(tiny_project, in_dir):
                              for r in both.itertuples())
     assert -1 <= summary["prior_spearman_on_outputs"] <= 1
     assert comparison.available_sets() == ["pairs"]
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "prior_on_outputs.csv: measured on the synthetic world at 32 px" in text  # the benchmark above, these models
+    assert (pipeline.FIGURES / "04" / "04_prior_on_outputs.png").exists()
 
 
 def test_face_test_set_from_a_folder(tiny_project, in_dir, tmp_path):

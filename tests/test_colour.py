@@ -212,6 +212,10 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     longer = design.main(["--root", str(proj), "--gray", "0.1", "--start", "face", "--steps", str(cp.stage2.steps + 1),
                           "--guidance", str(cp.transformer.guidance), "--on", "test", "--out", str(tmp_path / "steps.csv")])
     assert list(longer["steps"]) == [cp.stage2.steps + 1] and not longer["pipeline"].any()
+    # each table's provenance stamp: its world, and the pipeline's models where a row is theirs
+    stamp = json.loads((tmp_path / "design.csv.provenance.json").read_text())
+    assert stamp["world"]["resolution"] == cp.data.resolution and str(task.COLOUR.stage2) in stamp["models"]
+    assert json.loads((tmp_path / "steps.csv.provenance.json").read_text())["models"] == {}
     assert longer["baseline_plus_ciede2000_oracle"].iloc[0] != pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
     with pytest.raises(SystemExit, match="steps"):
         design.main(["--root", str(proj), "--steps", "0", "--out", str(tmp_path / "bad.csv")])
@@ -243,6 +247,7 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     in_dir(proj)
     mean = rows.set_index(["seed", "row"])["ciede2000_oracle"]
     assert mean[own_seed, "baseline_plus"] == pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
+    assert str(task.COLOUR.stage2) in json.loads((tmp_path / "seeds.csv.provenance.json").read_text())["models"]
     assert mean[own_seed + 1, "baseline_plus"] != pytest.approx(m["baseline_plus"]["ciede2000_oracle"])
     assert mean[own_seed, "gt"] == mean[own_seed + 1, "gt"]  # the GT row does not depend on training
     assert set(claims["claim"]) == {text for text, *_ in enhancement.COLOUR.claims} and (claims["seeds"] == 2).all()

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -120,3 +123,27 @@ def test_readme_starts_with_two_commands(root):
     assert "pytest" in blocks[1]
     ci = (root / ".ci" / "run").read_text()
     assert "pytest" in ci
+
+
+def test_a_set_aside_checkpoint_is_not_part_of_its_output(root, tmp_path):
+    """A checkpoint whose settings or code differ is renamed beside the new run's (resume_or_restart);
+    .dvcignore keeps that file out of the output's hash and the DVC cache, so an output is what its
+    stage's inputs produce, whatever earlier runs left on disk."""
+    from iqpfr.train import Dist, resume_or_restart
+
+    class Incompatible:
+        d = Dist()
+
+        def resume(self, path):
+            raise ValueError("other settings")
+
+    ckpt = tmp_path / "models" / "stage2" / "restorer.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"an older run")
+    resume_or_restart(Incompatible, ckpt, progress=lambda msg: None)
+    (aside,) = ckpt.parent.iterdir()
+    assert aside.read_bytes() == b"an older run" and not ckpt.exists()
+    rel = aside.relative_to(tmp_path)  # the same place in this repository
+    run = subprocess.run([sys.executable, "-m", "dvc", "check-ignore", str(rel), str(rel.with_name(ckpt.name))],
+                         cwd=root, capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    assert run.stdout.split() == [str(rel)]  # the set-aside file is ignored, the checkpoint is not

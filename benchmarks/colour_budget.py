@@ -198,7 +198,11 @@ def main() -> None:
     print(json.dumps(cei, indent=1))
     ceiling_json = ROOT / "reports/metrics/colour_ceiling.json"
     ceiling_json.write_text(json.dumps(cei, indent=1) + "\n")
-    provenance.write(ceiling_json, cp.data, provenance.sections_of(cp), provenance.command("benchmarks/colour_budget.py", None))
+
+    def stamp(path: Path) -> None:  # iqpfr.provenance: what this run measured, for notebook 06
+        provenance.write(path, cp.data, provenance.sections_of(cp), provenance.command("benchmarks/colour_budget.py", None))
+
+    stamp(ceiling_json)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         rows = {"baseline_plus": "main", "baseline": params.colour.baseline}
@@ -216,7 +220,7 @@ def main() -> None:
             rows.append({"steps": k, **r})
             print(pd.DataFrame(rows).round(4).to_string(index=False))
     pd.DataFrame(rows).to_csv(out, index=False, float_format="%.6g")
-    provenance.write(out, cp.data, provenance.sections_of(cp), provenance.command("benchmarks/colour_budget.py", None))
+    stamp(out)
 
 
 if __name__ == "__main__":

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import argparse
 import ast
+import sys
 import time
 import typing
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-
-import nbformat
 
 from .config import SECTIONS, ConfigError, Params, _convert, build, load_params, override_section, section
 
 
 def parameter_names(notebook: str | Path) -> list[str]:
     """Names assigned in the notebook's `parameters` cell, in order."""
+    import nbformat  # here, not at the top: every notebook's kernel imports this module for `sections`
+
     nb = nbformat.read(str(notebook), as_version=4)
     cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     if len(cells) != 1:
@@ -78,7 +79,18 @@ def run(src: str | Path, dst: str | Path, params_path: str | Path = "params.yaml
     return time.time() - t0
 
 
+def skip_iri_grammar() -> None:
+    """Spare the runner about a second of start-up: where the optional package rfc3987-syntax is
+    installed (Jupyter's dependencies pull it in), jsonschema compiles its RFC 3987 grammar when
+    imported, to check strings of format "iri". nbformat validates notebooks against Draft 4 schemas
+    that use no "format" and without a format checker, so that grammar is never used here. Marking
+    the module absent makes jsonschema leave the "iri" check out. Call before nbformat is imported."""
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # None in sys.modules: `import` raises ImportError
+
+
 def main(argv: list[str] | None = None) -> None:
+    skip_iri_grammar()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebook")
     ap.add_argument("output")

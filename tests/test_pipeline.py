@@ -42,6 +42,34 @@ def test_notebook_stages_list_exactly_their_parameters(root, dvc_stages):
         assert dst in outs
 
 
+def test_a_notebook_kernel_does_not_import_nbformat(root):
+    # every notebook's first cell imports iqpfr.notebook for `sections`; nbformat (about 1 s of
+    # start-up through jsonschema) belongs to the runner only
+    code = "import sys, iqpfr.notebook; print(sorted(m for m in ('nbformat', 'jsonschema') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_runner_still_validates_notebooks(root):
+    # the runner marks rfc3987_syntax absent before nbformat loads: notebooks must still be checked
+    code = """
+import sys
+from iqpfr import notebook
+notebook.skip_iri_grammar()
+import nbformat
+assert sys.modules["rfc3987_syntax"] is None
+nb = nbformat.read("notebooks/02_train_codebook.ipynb", as_version=4)
+nbformat.validate(nb)
+nb.cells[0]["cell_type"] = "nonsense"
+try:
+    nbformat.validate(nb)
+except nbformat.ValidationError:
+    print("invalid notebook caught")
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "invalid notebook caught"
+
+
 def test_every_stage_is_covered(dvc_stages):
     unknown = [n for n, s in dvc_stages.items()
                if n not in STAGES and "iqpfr.notebook" not in s.get("cmd", "") and n not in ("train_variant", "train_seed")

@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iqpfr import evaluate, runtime  # noqa: E402
+from iqpfr import evaluate, provenance, runtime  # noqa: E402
 from iqpfr.conditioned import DegradedLQ, load_restorer  # noqa: E402
 from iqpfr.config import load_params  # noqa: E402
 from iqpfr.pipeline import WORLD, _load_stack, degrade_ranges  # noqa: E402
@@ -103,6 +103,8 @@ def main() -> None:
     print(f"chosen: guidance {w} (reach >= {args.reach}, cost at S = 0.95 <= {args.cost}); params.yaml has "
           f"{params.transformer.guidance}" if w is not None else "no w meets both conditions")
     table.to_csv(args.out, index=False, float_format="%.6g")
+    provenance.write(args.out, params.data, provenance.sections_of(params), provenance.command("benchmarks/guidance.py", None),
+                     models=("models/stage2/restorer.pt", "models/stage1/vqgan.pt"), root=ROOT)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from guidance import holdout_lq, mean_ssim, sweep  # noqa: E402
-from iqpfr import evaluate, runtime, transformer  # noqa: E402
+from iqpfr import evaluate, provenance, runtime, transformer  # noqa: E402
 from iqpfr.conditioned import load_restorer, train_conditioned  # noqa: E402
 from iqpfr.config import load_params  # noqa: E402
 from iqpfr.pipeline import WORLD, _load_stack, degrade_ranges  # noqa: E402
@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = ap.parse_args(argv)
     runtime.configure()
     params = load_params(ROOT / "params.yaml")
+    out = Path(args.out)
+    try:
+        provenance.require_world(out, params.data)  # rows of one world per file
+    except ValueError as err:
+        sys.exit(str(err))
     s2 = replace(params.stage2, steps=args.steps or params.stage2.steps,
                  seed=params.stage2.seed if args.seed is None else args.seed)
     gts, _ = _load_stack(ROOT / WORLD / "holdout")
@@ -122,9 +127,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table.insert(0, "steps", table.pop("steps"))
     table.insert(0, "design", table.pop("design"))
     print(table.round(4).to_string(index=False))
-    out = Path(args.out)
     table = merge(pd.read_csv(out) if out.exists() else None, table)
     table.to_csv(out, index=False, float_format="%.6g")
+    provenance.write(out, params.data, provenance.sections_of(params), provenance.command("benchmarks/score_embedding.py", argv),
+                     merged=True)
     return table
 
 

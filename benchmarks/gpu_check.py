@@ -94,6 +94,7 @@ def main() -> int:
     from benchmarks.suite import _restorer
     from iqpfr import conditioned, iqanet
     from iqpfr.degrade import PRESETS
+    from iqpfr.restore import precision_context
 
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(dev)
@@ -102,7 +103,7 @@ def main() -> int:
     model = model.to(dev)
     x = torch.rand(args.batch, 3, r, r, device=dev)
     torch.cuda.reset_peak_memory_stats()
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with precision_context(model, dev, "bf16"):  # as `iqpfr restore --precision bf16` runs it
         sec = timed(model.restore, x)
     report = {"device": name, "peak_bf16_tflops": peak, "resolution": r, "batch": args.batch,
               "inference_faces_per_s_bf16": round(args.batch / sec, 2),

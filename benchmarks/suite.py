@@ -59,9 +59,14 @@ def machine() -> dict:
 # restore variants
 
 
-def _variant_context(name: str):
+def _variant_context(model, name: str):
+    """"bf16...": autocast over the whole model; "bf16-conv...": `iqpfr restore --precision bf16`
+    (the encoder and generator in bf16, the Transformer and code lookup in fp32); else fp32."""
     from iqpfr import precision
+    from iqpfr.restore import precision_context
 
+    if name.startswith("bf16-conv"):
+        return precision_context(model, torch.device("cpu"), "bf16")
     return precision.autocast("bf16" if name.startswith("bf16") else "fp32", "cpu")
 
 
@@ -93,7 +98,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 @torch.no_grad()
 def restore_case(model, x: torch.Tensor, batch: int, repeats: int, use_compile: bool, trained: bool) -> dict:
     """Faces/s and output differences of every variant on LQ x (N, 3, R, R) in [0,1]."""
-    names = ["fp32", "fp32+channels_last", "bf16", "bf16+channels_last"]
+    names = ["fp32", "fp32+channels_last", "bf16", "bf16+channels_last", "bf16-conv", "bf16-conv+channels_last"]
     names += ["compile", "compile+channels_last"] if use_compile else []
     runners, extra = {}, {}
     for name in names:
@@ -118,7 +123,7 @@ def restore_case(model, x: torch.Tensor, batch: int, repeats: int, use_compile: 
         for name, fn in runners.items():
             m = _prepare(model, name)
             xx = _input(x, name)
-            with _variant_context(name):
+            with _variant_context(model, name):
                 fn(xx[:batch])  # warm-up
                 t = time.perf_counter()
                 out = torch.cat([fn(xx[i:i + batch]).float() for i in range(0, len(xx), batch)])
@@ -126,7 +131,7 @@ def restore_case(model, x: torch.Tensor, batch: int, repeats: int, use_compile: 
             outputs[name] = out
             _prepare(m, "fp32")
     ref = outputs["fp32"]
-    with _variant_context("fp32"):
+    with _variant_context(model, "fp32"):
         ref_codes = _codes(model, x)
     rows = {}
     for name in runners:
@@ -137,7 +142,7 @@ def restore_case(model, x: torch.Tensor, batch: int, repeats: int, use_compile: 
         if not name.startswith("compile"):
             m = _prepare(model, name)
             xx = _input(x, name)
-            with _variant_context(name):
+            with _variant_context(model, name):
                 row["changed_codes"] = round(float((_codes(m, xx) != ref_codes).float().mean()), 4)
             _prepare(m, "fp32")
         else:  # the compiled graph runs restore() whole: its codes are not observable, only its output
@@ -181,7 +186,7 @@ def case_default_restore(args) -> dict:
             model = load_restorer(STAGE2, guidance=guidance)[0]
             from iqpfr.evaluate import load_set
 
-            x = load_set(TESTSET / "pairs")["lq"][: args.faces * 8] if (TESTSET / "pairs").exists() else None
+            x = load_set(TESTSET / "pairs")["lq"][: args.default_faces] if (TESTSET / "pairs").exists() else None
         finally:
             os.chdir(old)
     else:
@@ -189,10 +194,12 @@ def case_default_restore(args) -> dict:
         x = None
     r = model.cfg.latent_size * 4
     if x is None:
-        x = torch.rand(args.faces * 8, 3, r, r, generator=torch.Generator().manual_seed(0))
+        x = torch.rand(args.default_faces, 3, r, r, generator=torch.Generator().manual_seed(0))
     rows = restore_case(model, x, batch=16, repeats=args.repeats, use_compile=args.compile, trained=True)
+    from iqpfr.data import sha256_file
+
     return {"weights": "trained (models/stage2)" if trained else "random (no trained checkpoint here)",
-            "guidance": guidance, "resolution": int(x.shape[-1]), "faces": len(x), "batch": 16, "variants": rows}
+            "checkpoint_sha256": sha256_file(ROOT / STAGE2) if trained else None, "guidance": guidance, "resolution": int(x.shape[-1]), "faces": len(x), "batch": 16, "variants": rows}
 
 
 def case_paper_restore(args) -> dict:
@@ -452,7 +459,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=sorted(CASES))
-    ap.add_argument("--faces", type=int, default=2, help="paper-size faces per round (default model: 8x as many)")
+    ap.add_argument("--faces", type=int, default=2, help="paper-size faces per round")
+    ap.add_argument("--default-faces", type=int, default=96,
+                    help="default-model faces per round (test LQ when present): the changed-code fraction is counted on them")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3, help="timed training steps per case")
     ap.add_argument("--score-images", type=int, default=256)

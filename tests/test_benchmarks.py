@@ -95,7 +95,7 @@ def test_restore_variants_report_speed_and_differences():
                     codebook_size=16, disc_nf=8, disc_layers=1, fusion_heads=2)
     model = QualityRestorer(DualCodebookVQGAN(v), TransformerConfig(8, 8, 16, 1, 2, 16, 32)).eval()
     rows = _suite().restore_case(model, torch.rand(4, 3, 16, 16), batch=2, repeats=1, use_compile=False, trained=True)
-    assert set(rows) == {"fp32", "fp32+channels_last", "bf16", "bf16+channels_last"}
+    assert set(rows) == {"fp32", "fp32+channels_last", "bf16", "bf16+channels_last", "bf16-conv", "bf16-conv+channels_last"}
     assert rows["fp32"]["speedup"] == 1.0 and rows["fp32"]["max_abs_diff"] == 0.0 and rows["fp32"]["changed_codes"] == 0.0
     assert rows["fp32"]["within_tolerance"]
     assert rows["fp32+channels_last"]["max_abs_diff"] < 1e-4

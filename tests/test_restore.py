@@ -140,6 +140,47 @@ def test_bf16_on_cpu_runs(model):
     assert a.shape == (32, 32, 3) and np.isfinite(a).all()
 
 
+def _linear_dtypes(model):
+    """Record the output dtype of every Linear layer of the Transformer while the model runs."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+             for m in model.transformer.modules() if isinstance(m, torch.nn.Linear)]
+    return seen, hooks
+
+
+def test_bf16_lowers_the_convolutions_and_keeps_the_transformer_in_fp32(model):
+    x = torch.rand(2, 3, 32, 32)
+    cpu = torch.device("cpu")
+    ref = model.restore(x)
+    z32 = model.encoder(x * 2 - 1)
+    g32 = model.decode(z32)
+    seen, hooks = _linear_dtypes(model)
+    try:
+        with restore.precision_context(model, cpu, "bf16"):
+            z16 = model.encoder(x * 2 - 1)
+            g16 = model.decode(z32)
+            out = model.restore(x)
+        with torch.autocast("cpu", torch.bfloat16):  # what whole-model autocast would do
+            model.restore(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    n = len(seen) // 2
+    assert n > 0 and set(seen[:n]) == {torch.float32} and set(seen[n:]) == {torch.bfloat16}
+    assert z16.dtype == torch.float32 and 0 < (z16 - z32).abs().max() < 0.05 * z32.abs().max()  # bf16 was used
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert 0 < (g16 - g32).abs().max() < 0.05  # the generator from the same codes: bf16, and close
+    assert "forward" not in vars(model.encoder) and "forward" not in vars(model.stage1.generator)
+    assert torch.equal(model.restore(x), ref)  # fp32 again once the context is left
+
+
+def test_bf16_context_restores_the_networks_after_an_error(model):
+    with pytest.raises(RuntimeError), restore.precision_context(model, torch.device("cpu"), "bf16"):
+        model.restore(torch.rand(1, 2, 32, 32))  # two channels: the first convolution fails
+    assert "forward" not in vars(model.encoder) and "forward" not in vars(model.stage1.generator)
+    assert restore.precision_context(model, torch.device("cpu"), "fp32").__class__.__name__ == "nullcontext"
+
+
 def test_very_large_inputs_are_skipped(model, tmp_path):
     Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(tmp_path / "big.png")
     opts = restore.RestoreOptions(max_pixels=100_000)

@@ -4,8 +4,9 @@
 
 The released files are not available offline, so the model carries random weights. It has the
 same architecture and compute as `iqpfr import-weights` output of the authors' checkpoint: paper
-VQGAN, 9-layer Transformer, score embedding and fusion blocks. Cases: fp32 and bf16 autocast,
-each at fidelity w = 0 (blocks off, the authors' setting) and w = 0.5. Each figure is the median
+VQGAN, 9-layer Transformer, score embedding and fusion blocks. Cases: fp32 and bf16 as
+`iqpfr restore --precision bf16` runs it (the encoder, the fusion blocks and the generator under
+autocast, the Transformer in fp32), each at fidelity w = 0 (blocks off, the authors' setting) and w = 0.5. Each figure is the median
 of `repeats` runs of `restore` on one face, after a warm-up; the output's max abs difference from
 fp32 is printed beside the bf16 case.
 """
@@ -17,8 +18,8 @@ import time
 
 import torch
 
-from iqpfr import precision
 from iqpfr.importweights import AUTHORS_HQ_WEIGHT, restorer_configs
+from iqpfr.restore import precision_context
 from iqpfr.transformer import QualityRestorer
 from iqpfr.vqgan import DualCodebookVQGAN
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     results, reference = {}, {}
     for w in (0.0, 0.5):
         for prec in ("fp32", "bf16"):
-            with precision.autocast(prec, "cpu"):
+            with precision_context(model, torch.device("cpu"), prec):
                 out = model.restore(x, score=0.9, fidelity=w).float()  # warm-up
                 times = []
                 for _ in range(args.repeats):

@@ -170,14 +170,32 @@ def test_bf16_lowers_the_convolutions_and_keeps_the_transformer_in_fp32(model):
     assert z16.dtype == torch.float32 and 0 < (z16 - z32).abs().max() < 0.05 * z32.abs().max()  # bf16 was used
     assert out.dtype == torch.float32 and out.shape == ref.shape
     assert 0 < (g16 - g32).abs().max() < 0.05  # the generator from the same codes: bf16, and close
-    assert "forward" not in vars(model.encoder) and "forward" not in vars(model.stage1.generator)
+    assert not {"forward", "forward_with_features"} & set(vars(model.encoder)) and "forward" not in vars(model.stage1.generator)
     assert torch.equal(model.restore(x), ref)  # fp32 again once the context is left
+
+
+def test_bf16_reaches_the_fusion_path_of_imported_models():
+    """With fidelity w > 0 the encoder hands features to the fusion blocks: they are lowered too."""
+    from dataclasses import replace
+
+    from iqpfr.vqgan import DualCodebookVQGAN
+
+    torch.manual_seed(0)
+    fused = QualityRestorer(DualCodebookVQGAN(V), replace(T, fidelity_resolutions=(32,))).eval()
+    x = torch.rand(1, 3, 32, 32)
+    _, f32 = fused.encoder.forward_with_features(x, (32,))
+    with restore.precision_context(fused, torch.device("cpu"), "bf16"):
+        z16, f16 = fused.encoder.forward_with_features(x, (32,))
+        out = fused.restore(x, fidelity=0.5)
+    assert z16.dtype == f16[32].dtype == out.dtype == torch.float32
+    assert 0 < (f16[32] - f32[32]).abs().max() < 0.05 * f32[32].abs().max()  # rounded in bf16
+    assert not {"forward", "forward_with_features"} & set(vars(fused.encoder))
 
 
 def test_bf16_context_restores_the_networks_after_an_error(model):
     with pytest.raises(RuntimeError), restore.precision_context(model, torch.device("cpu"), "bf16"):
         model.restore(torch.rand(1, 2, 32, 32))  # two channels: the first convolution fails
-    assert "forward" not in vars(model.encoder) and "forward" not in vars(model.stage1.generator)
+    assert not {"forward", "forward_with_features"} & set(vars(model.encoder)) and "forward" not in vars(model.stage1.generator)
     assert restore.precision_context(model, torch.device("cpu"), "fp32").__class__.__name__ == "nullcontext"
 
 

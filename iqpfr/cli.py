@@ -274,8 +274,8 @@ def _restore(args) -> int:
             stream.reconfigure(errors="backslashreplace")
     from pathlib import Path
 
-    from .restore import (INFERENCE_BF16_FLAGS, INFERENCE_MEMORY_FORMAT, RestoreOptions, list_inputs, load_model,
-                          resolve_device, run)
+    from .restore import (INFERENCE_BF16_FLAGS, INFERENCE_MEMORY_FORMAT, RestoreOptions, bf16_warning, list_inputs,
+                          load_model, resolve_device, run)
 
     if not 0.0 <= args.score <= 1.0:
         print(f"--score must be in [0, 1], got {args.score}", file=sys.stderr)
@@ -302,6 +302,9 @@ def _restore(args) -> int:
     prec = (precision.resolve("auto", device, bf16_flags=INFERENCE_BF16_FLAGS) if args.precision == "auto"
             else args.precision)
     print(f"device {device}, precision {prec}" + (" (auto)" if args.precision == "auto" else ""))
+    warning = bf16_warning(device, prec, precision.cpu_flags())
+    if warning:
+        print(f"iqpfr restore: warning: {warning}", file=sys.stderr)
     opts = RestoreOptions(score=args.score, hq_weight=args.hq_weight, fidelity=args.fidelity, guidance=args.guidance,
                           adain=t.adain if args.adain is None else args.adain,
                           aligned=args.aligned, upscale=args.upscale,

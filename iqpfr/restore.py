@@ -250,6 +250,17 @@ def restore_faces(model, faces: list[np.ndarray], opts: RestoreOptions, device: 
 # an AMD EPYC `--precision bf16` (convolutions only) at 2.5x. Flags cannot tell them apart, so auto
 # keeps fp32 on both and bf16 stays the user's choice there.
 INFERENCE_BF16_FLAGS = CPU_BF16_FLAGS
+# CPU flags of native bf16 arithmetic; without either, bf16 is emulated (6-50x slower than fp32 on
+# the AVX2-only AMD EPYC, reports/metrics/bench_avx2.json).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def bf16_warning(device: torch.device, precision: str, flags: set[str]) -> str | None:
+    """A warning when bf16 is asked for on a CPU whose `flags` show no native bf16, else None."""
+    if precision != "bf16" or device.type != "cpu" or flags & set(NATIVE_BF16_FLAGS):
+        return None
+    return ("this CPU reports no native bf16 instructions (avx512_bf16, amx_bf16): bf16 is emulated "
+            "and much slower than fp32 here (6-50x on an AVX2 CPU measured); --precision fp32 is faster")
 # channels_last (NHWC) for inference: 1.34x faster on the default model and 1.24x at 512 px on
 # this CPU, same codes, outputs within 1e-4 (the same benchmark).
 INFERENCE_MEMORY_FORMAT = torch.channels_last

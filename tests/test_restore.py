@@ -134,6 +134,15 @@ def test_bad_checkpoint_and_options(ckpts, tmp_path, capsys):
     assert cli.main(args + ["--checkpoint", str(ckpts[0]), "--stage1", str(ckpts[1]), "--score", "1.5"]) == 2
 
 
+def test_bf16_warns_only_on_a_cpu_without_native_bf16():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert "emulated" in restore.bf16_warning(cpu, "bf16", {"avx2", "fma"})
+    assert restore.bf16_warning(cpu, "bf16", {"avx2", "avx512_bf16"}) is None
+    assert restore.bf16_warning(cpu, "bf16", {"amx_bf16"}) is None
+    assert restore.bf16_warning(cpu, "fp32", set()) is None
+    assert restore.bf16_warning(cuda, "bf16", set()) is None
+
+
 def test_bf16_on_cpu_runs(model):
     faces = [render_face([7, 0], 32).image]
     a = restore.restore_faces(model, faces, restore.RestoreOptions(precision="bf16"), torch.device("cpu"))[0]

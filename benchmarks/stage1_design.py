@@ -35,6 +35,9 @@ ones), which notebook 02 plots.
     # the recipe's seed spread (a file of its own: notebook 02 draws one curve per design)
     python benchmarks/stage1_design.py --steps 1400 --designs "default + HQ+ gate" --seeds 1 \
         --out reports/metrics/stage1_seeds.csv
+    # the recipe in fp32 and under bf16 autocast, same seed and batches (precision's curve check)
+    python benchmarks/stage1_design.py --steps 500 --designs "default + HQ+ gate" \
+        "default + HQ+ gate, bf16" --out reports/metrics/stage1_precision.csv
 
 A design's full name given to --designs selects that design; another name selects every design
 that starts with it. Rows carry the stage-I seed; a (design, seed) pair's rows replace its earlier
@@ -86,6 +89,9 @@ DESIGNS = {
     # a noisy GT's high-frequency energy without having to store its noise
     "default + HQ+ gate + spectral 1": ({}, dict(B16, gate_from="stage1", spectral=1.0)),
     "default + HQ+ gate + spectral 4": ({}, dict(B16, gate_from="stage1", spectral=4.0)),
+    # the pipeline's recipe under bf16 autocast (quantisation and losses stay fp32, as in the
+    # trainer): does the curve follow fp32's where bf16 pays (AVX512-bf16 on the AMD EPYC)?
+    "default + HQ+ gate, bf16": ({}, dict(B16, gate_from="stage1", precision="bf16")),
 }
 
 

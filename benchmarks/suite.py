@@ -172,6 +172,7 @@ def _restorer(profile: str):
 
 def case_default_restore(args) -> dict:
     from iqpfr.conditioned import STAGE2, load_restorer
+    from iqpfr.data import sha256_file
     from iqpfr.pipeline import TESTSET
 
     trained = (ROOT / STAGE2).exists()
@@ -196,10 +197,9 @@ def case_default_restore(args) -> dict:
     if x is None:
         x = torch.rand(args.default_faces, 3, r, r, generator=torch.Generator().manual_seed(0))
     rows = restore_case(model, x, batch=16, repeats=args.repeats, use_compile=args.compile, trained=True)
-    from iqpfr.data import sha256_file
-
     return {"weights": "trained (models/stage2)" if trained else "random (no trained checkpoint here)",
-            "checkpoint_sha256": sha256_file(ROOT / STAGE2) if trained else None, "guidance": guidance, "resolution": int(x.shape[-1]), "faces": len(x), "batch": 16, "variants": rows}
+            "checkpoint_sha256": sha256_file(ROOT / STAGE2) if trained else None, "guidance": guidance,
+            "resolution": int(x.shape[-1]), "faces": len(x), "batch": 16, "variants": rows}
 
 
 def case_paper_restore(args) -> dict:

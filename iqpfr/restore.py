@@ -199,6 +199,14 @@ def convolutions_in(model, device: torch.device, dtype: torch.dtype):
                 setattr(net, name, method)
 
 
+def bf16_warning(device: torch.device, precision: str, flags: set[str]) -> str | None:
+    """A warning when bf16 is asked for on a CPU whose `flags` show no native bf16, else None."""
+    if precision != "bf16" or device.type != "cpu" or flags & set(NATIVE_BF16_FLAGS):
+        return None
+    return ("this CPU reports no native bf16 instructions (avx512_bf16, amx_bf16): bf16 is emulated "
+            "and much slower than fp32 here (6-50x on an AVX2 CPU measured); --precision fp32 is faster")
+
+
 def _to_fp32(out):
     """A tensor, or the tensors inside a tuple or dict, as fp32."""
     if isinstance(out, torch.Tensor):
@@ -242,8 +250,6 @@ def restore_faces(model, faces: list[np.ndarray], opts: RestoreOptions, device: 
     return out
 
 
-# dlib HOG detections scoring below this are dropped (on skimage's astronaut the face scores 1.16,
-# a false detection on the suit's flag 0.12; the project's synthetic faces 0.3-1.0).
 # `--precision auto` for inference follows the training rule: bf16 only on CUDA with bf16 and on
 # CPUs with AMX. Two 2-core CPUs this project ran on report the same flags (AVX512-bf16, no AMX) and
 # disagree (`python -m benchmarks`): on an Intel Xeon whole-model bf16 ran at 0.80x fp32 at 512 px, on
@@ -254,16 +260,11 @@ INFERENCE_BF16_FLAGS = CPU_BF16_FLAGS
 # the AVX2-only AMD EPYC, reports/metrics/bench_avx2.json).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
-
-def bf16_warning(device: torch.device, precision: str, flags: set[str]) -> str | None:
-    """A warning when bf16 is asked for on a CPU whose `flags` show no native bf16, else None."""
-    if precision != "bf16" or device.type != "cpu" or flags & set(NATIVE_BF16_FLAGS):
-        return None
-    return ("this CPU reports no native bf16 instructions (avx512_bf16, amx_bf16): bf16 is emulated "
-            "and much slower than fp32 here (6-50x on an AVX2 CPU measured); --precision fp32 is faster")
 # channels_last (NHWC) for inference: 1.34x faster on the default model and 1.24x at 512 px on
 # this CPU, same codes, outputs within 1e-4 (the same benchmark).
 INFERENCE_MEMORY_FORMAT = torch.channels_last
+# dlib HOG detections scoring below this are dropped (on skimage's astronaut the face scores 1.16,
+# a false detection on the suit's flag 0.12; the project's synthetic faces 0.3-1.0).
 DLIB_MIN_SCORE = 0.3
 DLIB_UPSAMPLE_MAX_PIXELS = 4_000_000
 

@@ -379,12 +379,18 @@ class QualitySpec:
             raise ConfigError(f"{key}: clean_fraction + tail_fraction must be <= 1")
 
 
+# The Jerlov water types that `underwater.JERLOV` tabulates (a test holds the two equal). Validating
+# params does not import the underwater module: it loads torch, pandas and scikit-image (1.7 s),
+# which a notebook stage's runner, validating before it starts the kernel, never uses.
+WATER_TYPES = ("I", "III", "1C", "3C", "5C", "7C")
+
+
 @dataclass(frozen=True)
 class UnderwaterConfig:
     """The underwater enhancement task (notebook 05): its synthetic world, and its overrides of the
     shared sections (its own resolution, set sizes and steps; everything else as for faces)."""
 
-    water_types: list[str]  # Jerlov types drawn per image (keys of underwater.JERLOV)
+    water_types: list[str]  # Jerlov types drawn per image (WATER_TYPES)
     references: QualitySpec  # true-quality distribution of the training references (UIEB-like)
     num_test: int  # seeded test triplets (raw LQ, reference, clean scene)
     test_seed: int
@@ -392,11 +398,9 @@ class UnderwaterConfig:
     overrides: dict[str, dict]  # section -> {key: value}, sections in TASK_SECTIONS
 
     def validate(self) -> None:
-        from .underwater import JERLOV
-
-        bad = [w for w in self.water_types if w not in JERLOV]
+        bad = [w for w in self.water_types if w not in WATER_TYPES]
         if bad or not self.water_types:
-            raise ConfigError(f"underwater.water_types: {bad or 'empty'}; known Jerlov types: {list(JERLOV)}")
+            raise ConfigError(f"underwater.water_types: {bad or 'empty'}; known Jerlov types: {list(WATER_TYPES)}")
         self.references.validate("underwater.references")
         _range("underwater.num_test", self.num_test, 2, 1_000_000)
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -242,3 +244,18 @@ def test_colour_finetune_names_colour_rows_and_trained_face_rows(root):
         _validated(raw)
     raw["colour"]["finetune"] = {"main": "iqpfr"}
     _validated(raw)  # the face main model is a trained face row too
+
+
+def test_water_types_are_the_underwater_modules_table():
+    from iqpfr import config, underwater
+
+    assert config.WATER_TYPES == tuple(underwater.JERLOV)
+
+
+def test_validating_params_imports_no_numerical_library(root):
+    """A notebook stage's runner validates params.yaml before its kernel starts: that must not
+    pay for torch, pandas or scikit-image (1.7 s a stage), which only the kernel uses."""
+    code = ("import sys; from iqpfr.config import load_params; load_params('params.yaml'); "
+            "print(sorted(m for m in ('torch', 'pandas', 'skimage', 'cv2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

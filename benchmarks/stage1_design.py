@@ -38,6 +38,8 @@ ones), which notebook 02 plots.
     # the recipe in fp32 and under bf16 autocast, same seed and batches (precision's curve check)
     python benchmarks/stage1_design.py --steps 500 --designs "default + HQ+ gate" \
         "default + HQ+ gate, bf16" --out reports/metrics/stage1_precision.csv
+    python benchmarks/stage1_design.py --steps 500 --designs "default + HQ+ gate, bf16, GroupNorm fp32" \
+        --out reports/metrics/stage1_precision.csv
 
 A design's full name given to --designs selects that design; another name selects every design
 that starts with it. Rows carry the stage-I seed; a (design, seed) pair's rows replace its earlier
@@ -46,6 +48,7 @@ ones in the file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from dataclasses import replace
@@ -58,6 +61,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.suite import groupnorm_in_fp32
 from iqpfr import codebook, data, evaluate, provenance  # noqa: E402
 from iqpfr.config import load_params  # noqa: E402
 from iqpfr.iqanet import spearman  # noqa: E402
@@ -92,6 +96,9 @@ DESIGNS = {
     # the pipeline's recipe under bf16 autocast (quantisation and losses stay fp32, as in the
     # trainer): does the curve follow fp32's where bf16 pays (AVX512-bf16 on the AMD EPYC)?
     "default + HQ+ gate, bf16": ({}, dict(B16, gate_from="stage1", precision="bf16")),
+    # ... with every GroupNorm in fp32 (benchmarks.suite.groupnorm_in_fp32: bf16 GroupNorm's
+    # backward is slow on a CPU), a design measurement for the package's layers
+    "default + HQ+ gate, bf16, GroupNorm fp32": ({}, dict(B16, gate_from="stage1", precision="bf16", groupnorm_fp32=True)),
 }
 
 
@@ -143,6 +150,7 @@ def run(name: str, steps: int, every: int, params_path, seed: int | None = None)
     perceptual = s_over.pop("perceptual", p.stage1.perceptual)
     spectral = s_over.pop("spectral", 0.0)  # weight of SpectralSSIM's spectrum term; 0: the params' term
     gate_from = s_over.pop("gate_from", None)  # "stage1": the pipeline's gates (stage1.gate); else closed
+    groupnorm_fp32 = s_over.pop("groupnorm_fp32", False)  # benchmarks.suite.groupnorm_in_fp32 around training
     per = REF_BATCH // s_over["batch_size"]  # the design's steps per batch-16 step
     gan_start = s_over.pop("gan_start", 10**9 // per) * per  # the (batch-16) step the design's GAN starts at; default: none
     cfg = replace(codebook.vqgan_config(p.data, p.vqgan), **vq_over)
@@ -161,17 +169,18 @@ def run(name: str, steps: int, every: int, params_path, seed: int | None = None)
     term = make_perceptual(perceptual, "cpu")
     trainer = Stage1Trainer(cfg, settings, images, gates, SpectralSSIM(term, spectral) if spectral else term)
     rows, t_sum = [], 0.0
-    while trainer.step < steps:
-        t0 = time.perf_counter()
-        trainer.train_step()
-        t_sum += time.perf_counter() - t0
-        if trainer.step % every == 0:
-            rows.append({"design": name, "seed": settings.seed, "step": trainer.step, "batch": settings.batch_size,
-                         "images": trainer.step * settings.batch_size, **holdout_figures(trainer.model, holdout, oracle),
-                         "precision": settings.precision,
-                         "tokens": cfg.latent_size ** 2, "codebook_size": cfg.codebook_size,
-                         "seconds_per_step": round(t_sum / trainer.step, 3)})
-            print(rows[-1], flush=True)
+    with groupnorm_in_fp32() if groupnorm_fp32 else contextlib.nullcontext():
+        while trainer.step < steps:
+            t0 = time.perf_counter()
+            trainer.train_step()
+            t_sum += time.perf_counter() - t0
+            if trainer.step % every == 0:
+                rows.append({"design": name, "seed": settings.seed, "step": trainer.step, "batch": settings.batch_size,
+                             "images": trainer.step * settings.batch_size, **holdout_figures(trainer.model, holdout, oracle),
+                             "precision": settings.precision,
+                             "tokens": cfg.latent_size ** 2, "codebook_size": cfg.codebook_size,
+                             "seconds_per_step": round(t_sum / trainer.step, 3)})
+                print(rows[-1], flush=True)
     return rows
 
 

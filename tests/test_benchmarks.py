@@ -284,3 +284,23 @@ def test_colour_prior_benchmark_trains_as_the_pipeline_and_checks_it(root, tmp_p
     assert mod.same_weights(mod.train(prior, 2, x, q, evals)[0], tmp_path / "iqanet.pt") is True
     assert mod.same_weights(mod.train(prior, 1, x, q, evals)[0], tmp_path / "iqanet.pt") is False
     assert mod.same_weights(net, tmp_path / "none.pt") is None
+
+
+def test_groupnorm_in_fp32_matches_in_fp32_and_normalises_in_fp32_under_bf16():
+    gn = torch.nn.GroupNorm(4, 8)
+    x = torch.randn(2, 8, 6, 6)
+    ref = gn(x)
+    original = torch.nn.GroupNorm.forward
+    xb = x.bfloat16().requires_grad_()
+    with _suite().groupnorm_in_fp32():
+        assert torch.equal(gn(x), ref)  # fp32: what nn.GroupNorm computes
+        with torch.autocast("cpu", torch.bfloat16):
+            y = gn(xb)
+    with torch.autocast("cpu", torch.bfloat16):
+        plain = gn(xb)
+    assert torch.nn.GroupNorm.forward is original  # put back
+    assert y.dtype == plain.dtype == torch.bfloat16
+    # the normalisation ran on an fp32 copy (so its backward runs in fp32), then cast back to bf16
+    assert plain.grad_fn.name() == "NativeGroupNormBackward0"
+    assert y.grad_fn.name() == "ToCopyBackward0"
+    assert y.grad_fn.next_functions[0][0].name() == "NativeGroupNormBackward0"

@@ -260,8 +260,8 @@ INFERENCE_BF16_FLAGS = CPU_BF16_FLAGS
 # the AVX2-only AMD EPYC, reports/metrics/bench_avx2.json).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
-# channels_last (NHWC) for inference: 1.34x faster on the default model and 1.24x at 512 px on
-# this CPU, same codes, outputs within 1e-4 (the same benchmark).
+# channels_last (NHWC) for inference: 1.06-1.34x faster on the default model and 1.21-1.27x at
+# 512 px on the 2-core CPUs measured, same codes, outputs within 1e-4 (the same benchmark).
 INFERENCE_MEMORY_FORMAT = torch.channels_last
 # dlib HOG detections scoring below this are dropped (on skimage's astronaut the face scores 1.16,
 # a false detection on the suit's flag 0.12; the project's synthetic faces 0.3-1.0).

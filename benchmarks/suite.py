@@ -22,8 +22,8 @@ Cases
   GroupNorm in fp32 ("bf16-gn32", a design measurement: `groupnorm_in_fp32`), each in its own
   process (peak memory per case); the ratios in the same run.
 - scoring: the learned prior and NIQE over the same images (--score-images, 256), a per-image loop
-  against batches of 32 and of the default profile's scoring.batch_size (the learned prior also in
-  channels_last, and with --compile also compiled at both batch sizes), and the folder scorer
+  against batches of 16, 32 and the default profile's scoring.batch_size (the learned prior also in
+  channels_last, and with --compile also compiled, one static graph per batch size), and the folder scorer
   (`iqpfr score`: decode + score, streamed) with 1 and 2 processes.
 
 The precision the package uses is never chosen from these timings (iqpfr/precision.py reads the
@@ -399,21 +399,42 @@ def case_steps(args) -> dict:
 # scoring
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
+def _seconds(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _in_batches(fn, x: torch.Tensor, b: int):
+    """A callable that runs `fn` over x in batches of b and returns the outputs."""
+    return lambda: [fn(x[i:i + b]) for i in range(0, len(x), b)]
+
+
+def _interleaved(loop, variants: dict, repeats: int) -> tuple[float, dict]:
+    """Median seconds of `loop` and of each variant, and each variant's median ratio to the loop.
+
+    `variants` maps a name to (prepare, run): prepare() puts the model in the variant's layout.
+    Rounds are interleaved and each ratio pairs a variant with the loop timed just before it, so a
+    busy moment of the machine hits both sides of a ratio alike."""
+    t_loop, times, ratios = [], {k: [] for k in variants}, {k: [] for k in variants}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+        for name, (prepare, run) in variants.items():
+            prepare(torch.contiguous_format)
+            t_loop.append(_seconds(loop))
+            prepare(None)
+            times[name].append(_seconds(run))
+            ratios[name].append(t_loop[-1] / times[name][-1])
+    return float(np.median(t_loop)), {k: (float(np.median(times[k])), float(np.median(ratios[k]))) for k in variants}
 
 
 @torch.no_grad()
 def case_scoring(args) -> dict:
     """Per-image loop against batches for the learned prior and NIQE, and the folder scorer.
 
-    Batches of 32 and of the default profile's `scoring.batch_size` (64); for the learned prior also
-    in channels_last, and with --compile compiled at both batch sizes. `batched_speedup` is the
+    Batches of 16, 32 and the default profile's `scoring.batch_size` (64); for the learned prior also
+    in channels_last, and with --compile compiled (`dynamic=False`: one static graph per batch size
+    and layout). Each speedup is the median over interleaved rounds of the loop's time over the
+    variant's, each round timing the loop just before the variant. `batched_speedup` is the
     configured batch size's, in the scorer's own layout.
     """
     from iqpfr import data, iqanet, quality
@@ -431,30 +452,34 @@ def case_scoring(args) -> dict:
             m = quality.make_metric(name, "cpu", prior, min_size=256 if name == "niqe" else 0)
             m(x[:2])
             loop = torch.cat([m(x[i:i + 1]) for i in range(n)])
-            t_loop = _median_seconds(lambda: [m(x[i:i + 1]) for i in range(n)], args.repeats)
-            row = {"per_image_loop_images_per_s": round(n / t_loop, 1)}
+            variants, outputs, extra = {}, {}, {}
             formats = ("contiguous", "channels_last") if name == "learned" else ("contiguous",)
+            compiled = torch.compile(m.module, dynamic=False) if args.compile and name == "learned" else None
             for fmt in formats:
                 mf = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
-                m.module.to(memory_format=mf)
                 xx = x.contiguous(memory_format=mf)
-                for b in sorted({32, configured}):
-                    batched = torch.cat([m(xx[i:i + b]) for i in range(0, n, b)])
-                    t_b = _median_seconds(lambda: [m(xx[i:i + b]) for i in range(0, n, b)], args.repeats)
-                    key = f"batch{b}" + ("_channels_last" if fmt == "channels_last" else "")
-                    row[key] = {"images_per_s": round(n / t_b, 1), "speedup": round(t_loop / t_b, 2),
-                                "max_abs_diff_vs_loop": float((loop - batched).abs().max())}
-                for b in sorted({32, configured}) if args.compile and name == "learned" else ():
-                    compiled = torch.compile(m.module)  # inductor; one compiled graph per batch size
-                    t = time.perf_counter()
-                    batched = torch.cat([compiled(xx[i:i + b]).reshape(-1) for i in range(0, n, b)])
-                    first = time.perf_counter() - t
-                    t_b = _median_seconds(lambda: [compiled(xx[i:i + b]) for i in range(0, n, b)], args.repeats)
-                    key = f"batch{b}_compiled" + ("_channels_last" if fmt == "channels_last" else "")
-                    row[key] = {"images_per_s": round(n / t_b, 1), "speedup": round(t_loop / t_b, 2),
-                                "compile_seconds": round(first - t_b, 1),
-                                "max_abs_diff_vs_loop": float((loop - batched).abs().max())}
-                m.module.to(memory_format=torch.contiguous_format)
+                suffix = "_channels_last" if fmt == "channels_last" else ""
+
+                def prepare(layout, mf=mf, m=m):
+                    m.module.to(memory_format=layout or mf)
+
+                for b in sorted({16, 32, configured}):
+                    for key, fn in ((f"batch{b}{suffix}", m), (f"batch{b}_compiled{suffix}", compiled)):
+                        if fn is None:
+                            continue
+                        run = _in_batches(fn, xx, b)
+                        prepare(None)
+                        t = time.perf_counter()
+                        outputs[key] = torch.cat([o.reshape(-1) for o in run()])  # compiled: compiles this size and layout
+                        if fn is compiled:
+                            extra[key] = {"compile_seconds": round(time.perf_counter() - t - _seconds(run), 1)}
+                        variants[key] = (prepare, run)
+            t_loop, timed = _interleaved(_in_batches(m, x, 1), variants, args.repeats)
+            m.module.to(memory_format=torch.contiguous_format)
+            row = {"per_image_loop_images_per_s": round(n / t_loop, 1)}
+            for key, (sec, ratio) in timed.items():
+                row[key] = {"images_per_s": round(n / sec, 1), "speedup": round(ratio, 2), **extra.get(key, {}),
+                            "max_abs_diff_vs_loop": float((loop - outputs[key]).abs().max())}
             row["batched_images_per_s"] = row[f"batch{configured}"]["images_per_s"]
             row["batched_speedup"] = row[f"batch{configured}"]["speedup"]
             row["max_abs_diff_batched_vs_loop"] = row[f"batch{configured}"]["max_abs_diff_vs_loop"]

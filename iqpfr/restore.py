@@ -480,21 +480,37 @@ def _load(p: Path, opts: RestoreOptions, summary: Summary) -> np.ndarray | None:
     return img
 
 
+def output_paths(inputs: list[Path], out_dir: Path, suffix: str = "") -> list[Path]:
+    """Each input's output file: its path relative to the folder that holds all the inputs, under
+    out_dir, as `<stem><suffix>.png`. A folder's tree is mirrored, so hq/000.png and lq/000.png
+    stay apart; the inputs of one folder land directly in out_dir."""
+    if not inputs:
+        return []
+    folders = [Path(os.path.abspath(p.parent)) for p in inputs]  # abspath: never resolves a symlink loop
+    base = Path(os.path.commonpath(folders))
+    return [out_dir / f.relative_to(base) / f"{p.stem}{suffix}.png" for p, f in zip(inputs, folders)]
+
+
 def run(inputs: list[Path], out_dir: Path, model, opts: RestoreOptions, device: torch.device) -> Summary:
-    """Restore files into out_dir (PNG); never overwrites an input; returns the summary. Inputs are
-    decoded a batch at a time (aligned faces) or one at a time (photos, tiled images), so memory
-    does not grow with the number of inputs."""
+    """Restore files into out_dir (PNG; a folder's tree mirrored: `output_paths`); never overwrites
+    an input or another input's result; returns the summary. Inputs are decoded a batch at a time
+    (aligned faces) or one at a time (photos, tiled images), so memory does not grow with the
+    number of inputs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     protected = {Path(os.path.realpath(p)) for p in inputs}  # realpath: never raises on a symlink loop
     summary = Summary()
     todo: list[tuple[Path, Path]] = []
-    for p in inputs:
-        target = out_dir / f"{p.stem}{opts.suffix}.png"
+    claimed: dict[Path, Path] = {}  # output -> the input that writes it
+    for p, target in zip(inputs, output_paths(inputs, out_dir, opts.suffix)):
         if p.suffix.lower() not in IMAGE_SUFFIXES:
             summary.skipped.append((str(p), f"not an image file type ({p.suffix or 'no suffix'})"))
         elif Path(os.path.realpath(target)) in protected:
             summary.skipped.append((str(p), f"output {target} would overwrite an input; use another -o or --suffix"))
+        elif target in claimed:
+            summary.skipped.append((str(p), f"output {target} is already {claimed[target]}'s; rename one of the two "
+                                            "or restore them apart"))
         else:
+            claimed[target] = p
             todo.append((p, target))
     step = opts.batch_size if opts.aligned and not opts.tiled else 1
     for start in tqdm(range(0, len(todo), step), desc="restore", unit="batch" if step > 1 else "image"):

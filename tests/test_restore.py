@@ -300,3 +300,23 @@ def test_adain_follows_the_task_unless_asked(ckpts, tmp_path):
         outs[name] = np.asarray(Image.open(tmp_path / name / "face0.png"))
     assert np.array_equal(outs["face"], outs["colour_on"]) and np.array_equal(outs["face_off"], outs["colour"])
     assert not np.array_equal(outs["face"], outs["colour"])
+
+
+def test_a_folder_tree_keeps_every_output(model, tmp_path):
+    """Same-named files in different subfolders (a test set's hq/ and lq/) each get their own output,
+    the tree mirrored under the output folder; of two inputs that would write the same file (a.jpg
+    and a.png), the second is skipped with the reason instead of overwriting the first's result."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    rng = np.random.default_rng(0)
+    for rel in ("hq/000.png", "lq/000.png", "a.png", "a.jpg"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(src / rel)
+    summary = restore.run(restore.list_inputs(str(src)), out, model, restore.RestoreOptions(), torch.device("cpu"))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.png", "hq/000.png", "lq/000.png"]
+    assert len(summary.restored) == 3
+    ((skipped, why),) = summary.skipped
+    assert skipped == str(src / "a.png") and str(src / "a.jpg") in why
+    alone = restore.run([src / "lq" / "000.png"], tmp_path / "alone", model, restore.RestoreOptions(), torch.device("cpu"))
+    assert alone.restored == [str(src / "lq" / "000.png")]
+    lq_out, lq_alone = (np.asarray(Image.open(p), np.int16) for p in (out / "lq" / "000.png", tmp_path / "alone" / "000.png"))
+    assert np.abs(lq_out - lq_alone).max() <= 1  # the lq input's own result, not the hq input's

@@ -507,8 +507,8 @@ def run(inputs: list[Path], out_dir: Path, model, opts: RestoreOptions, device: 
         elif Path(os.path.realpath(target)) in protected:
             summary.skipped.append((str(p), f"output {target} would overwrite an input; use another -o or --suffix"))
         elif target in claimed:
-            summary.skipped.append((str(p), f"output {target} is already {claimed[target]}'s; rename one of the two "
-                                            "or restore them apart"))
+            why = f"output {target} is already {claimed[target]}'s; rename one of the two or restore them apart"
+            summary.skipped.append((str(p), why))
         else:
             claimed[target] = p
             todo.append((p, target))

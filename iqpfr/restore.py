@@ -480,15 +480,31 @@ def _load(p: Path, opts: RestoreOptions, summary: Summary) -> np.ndarray | None:
     return img
 
 
+def _input_folder(inputs: list[Path]) -> Path:
+    """The folder that holds all the inputs (absolute; a symlink loop is never resolved)."""
+    return Path(os.path.commonpath([os.path.abspath(p.parent) for p in inputs]))
+
+
 def output_paths(inputs: list[Path], out_dir: Path, suffix: str = "") -> list[Path]:
     """Each input's output file: its path relative to the folder that holds all the inputs, under
     out_dir, as `<stem><suffix>.png`. A folder's tree is mirrored, so hq/000.png and lq/000.png
     stay apart; the inputs of one folder land directly in out_dir."""
     if not inputs:
         return []
-    folders = [Path(os.path.abspath(p.parent)) for p in inputs]  # abspath: never resolves a symlink loop
-    base = Path(os.path.commonpath(folders))
-    return [out_dir / f.relative_to(base) / f"{p.stem}{suffix}.png" for p, f in zip(inputs, folders)]
+    base = _input_folder(inputs)
+    return [out_dir / Path(os.path.abspath(p.parent)).relative_to(base) / f"{p.stem}{suffix}.png" for p in inputs]
+
+
+def earlier_results(inputs: list[Path], out_dir: Path) -> list[Path]:
+    """The inputs inside out_dir when out_dir lies below the inputs' folder (`restore faces/ -o
+    faces/restored`, run again): a folder's earlier results, not inputs. An output folder that is
+    the inputs' folder itself (restoring in place with --suffix) holds none."""
+    if not inputs:
+        return []
+    out = Path(os.path.abspath(out_dir))
+    if _input_folder(inputs) not in out.parents:  # out_dir is the inputs' folder, or elsewhere
+        return []
+    return [p for p in inputs if out in Path(os.path.abspath(p)).parents]
 
 
 def run(inputs: list[Path], out_dir: Path, model, opts: RestoreOptions, device: torch.device) -> Summary:
@@ -496,9 +512,13 @@ def run(inputs: list[Path], out_dir: Path, model, opts: RestoreOptions, device: 
     an input or another input's result; returns the summary. Inputs are decoded a batch at a time
     (aligned faces) or one at a time (photos, tiled images), so memory does not grow with the
     number of inputs."""
+    summary = Summary()
+    if earlier := set(earlier_results(inputs, out_dir)):  # before `protected`: they are results to replace
+        inputs = [p for p in inputs if p not in earlier]
+        note = f"{len(earlier)} file(s) inside the output folder left out: earlier results, not inputs"
+        summary.notes.append((str(out_dir), note))
     out_dir.mkdir(parents=True, exist_ok=True)
     protected = {Path(os.path.realpath(p)) for p in inputs}  # realpath: never raises on a symlink loop
-    summary = Summary()
     todo: list[tuple[Path, Path]] = []
     claimed: dict[Path, Path] = {}  # output -> the input that writes it
     for p, target in zip(inputs, output_paths(inputs, out_dir, opts.suffix)):

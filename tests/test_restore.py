@@ -320,3 +320,23 @@ def test_a_folder_tree_keeps_every_output(model, tmp_path):
     assert alone.restored == [str(src / "lq" / "000.png")]
     lq_out, lq_alone = (np.asarray(Image.open(p), np.int16) for p in (out / "lq" / "000.png", tmp_path / "alone" / "000.png"))
     assert np.abs(lq_out - lq_alone).max() <= 1  # the lq input's own result, not the hq input's
+
+
+def test_earlier_results_inside_the_input_folder_are_not_inputs(model, tmp_path):
+    """`iqpfr restore faces/ -o faces/restored` twice: the second run reads faces/ recursively, and
+    the first run's results in faces/restored are left out (with a note), not restored again into
+    faces/restored/restored. An output folder that is the input folder itself excludes nothing."""
+    src = tmp_path / "faces"
+    src.mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(src / f"{i}.png")
+    out = src / "restored"
+    for _ in range(2):
+        summary = restore.run(restore.list_inputs(str(src)), out, model, restore.RestoreOptions(), torch.device("cpu"))
+    assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*.png")) == ["0.png", "1.png", "restored/0.png",
+                                                                                 "restored/1.png"]
+    assert summary.restored == [str(src / "0.png"), str(src / "1.png")] and summary.skipped == []
+    assert summary.notes == [(str(out), "2 file(s) inside the output folder left out: earlier results, not inputs")]
+    same = restore.run(restore.list_inputs(str(out)), out, model, restore.RestoreOptions(suffix="_again"),
+                       torch.device("cpu"))
+    assert len(same.restored) == 2 and same.notes == []

@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--count", type=int, default=None, help="only the first N images of the set")
     ev.add_argument("--name", default="model", help="the model's row name in the tables")
     ev.add_argument("--params", default="params.yaml", help="where the evaluation settings come from")
+    ev.add_argument("--prior", default=str(pipeline.PRIOR), help="the learned prior's checkpoint (S and the prior agreement)")
+    ev.add_argument("--norm-stats", default=str(pipeline.SCORES / "norm_stats.json"),
+                    help="the prior's normalisation statistics (the score stage writes them)")
     ck = sub.add_parser("check-params", help="validate a params file")
     ck.add_argument("file", nargs="?", default="params.yaml")
     args = ap.parse_args(argv)
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             result = evaluate_checkpoint(args.checkpoint, args.set, args.output, args.params, args.score, args.fidelity,
-                                         args.count, args.name)
+                                         args.count, args.name, prior=args.prior, norm_stats=args.norm_stats)
         except (FileNotFoundError, ValueError, ConfigError) as err:
             print(f"iqpfr evaluate: {err}", file=sys.stderr)
             return 2

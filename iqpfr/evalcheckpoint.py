@@ -44,20 +44,28 @@ def restore_at_model_size(model, lq: torch.Tensor, score: float, fidelity: float
 
 def evaluate_checkpoint(checkpoint: str | Path, set_dir: str | Path, out_dir: str | Path, params_file: str = "params.yaml",
                         score: float | None = None, fidelity: float = 0.0, count: int | None = None,
-                        name: str = "model", progress=print, guidance: float | None = None) -> dict:
+                        name: str = "model", progress=print, guidance: float | None = None,
+                        prior: str | Path = PRIOR, norm_stats: str | Path = SCORES / "norm_stats.json") -> dict:
     """Evaluate the bundle `checkpoint` on the test set in `set_dir`; returns the summaries per row.
     `guidance` None: the params' transformer.guidance for a model trained with score dropout (as the
-    evaluation stage runs it), 1.0 for one without a "no score" bin (e.g. imported weights); printed."""
+    evaluation stage runs it), 1.0 for one without a "no score" bin (e.g. imported weights); printed.
+    `prior` and `norm_stats` are the judges' files: by default the pipeline's (`train_prior` and
+    `score` write them), relative to the working directory."""
     from .restore import load_model
 
     t0 = time.time()
     params = load_params(params_file)
     data_cfg, evaluation, scoring = (section(params, n) for n in ("data", "evaluation", "scoring"))
+    needed = {"the score normalisation": norm_stats, **({"the learned prior": prior} if "learned" in scoring.metrics else {})}
+    for what, path in needed.items():
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{what} {path} does not exist: run in the project root after `dvc repro` "
+                                    "(stages train_prior and score), or name the files with --prior and --norm-stats")
     model = load_model(checkpoint)
     images = ev.load_set(Path(set_dir))
     if count is not None:
         images = {k: v[:count] for k, v in images.items()}
-    judges = ev.Judges.load(SCORES / "norm_stats.json", PRIOR, evaluation.judges, evaluation.judge_size, scoring.offline)
+    judges = ev.Judges.load(Path(norm_stats), Path(prior), evaluation.judges, evaluation.judge_size, scoring.offline)
     lpips_fn, identity, fid, unavailable = _optional_metrics(data_cfg, evaluation)
     unavailable.update(judges.unavailable)
     s = evaluation.score if score is None else score

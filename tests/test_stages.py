@@ -276,3 +276,13 @@ def test_evaluate_command_matches_the_evaluation_stage(tiny_project, in_dir, tmp
     for col in ("psnr_gt", "ssim_oracle", "S"):
         np.testing.assert_allclose(ours[col], stage[col], rtol=1e-4, atol=1e-5)
     assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    # outside the project: the judges' files are named, or the command says which is missing
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    in_dir(elsewhere)
+    args = ["evaluate", "--checkpoint", str(bundle), "--set", str(tiny_project / "data/testset/pairs"), "-o", "eval",
+            "--count", "4", "--name", "exported", "--params", str(tiny_project / "params.yaml")]
+    assert cli.main(args) == 2 and not (elsewhere / "eval").exists()
+    assert cli.main(args + ["--prior", str(tiny_project / "models/prior/iqanet.pt"),
+                            "--norm-stats", str(tiny_project / "data/scores/norm_stats.json")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(elsewhere / "eval/pairs/exported.csv"), ours)

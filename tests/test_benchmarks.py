@@ -304,3 +304,24 @@ def test_groupnorm_in_fp32_matches_in_fp32_and_normalises_in_fp32_under_bf16():
     assert plain.grad_fn.name() == "NativeGroupNormBackward0"
     assert y.grad_fn.name() == "ToCopyBackward0"
     assert y.grad_fn.next_functions[0][0].name() == "NativeGroupNormBackward0"
+
+
+def test_stage1_ceiling_splits_the_ceiling_from_the_dropped_flaws(root, tmp_path, in_dir):
+    """A reconstruction that keeps every flaw but caps each face at its ceiling ranks exactly as the
+    what-if says; a flaw that is the change itself correlates with it fully."""
+    import numpy as np
+
+    mod = _benchmark(root, "stage1_ceiling")
+    rng = np.random.default_rng(0)
+    gt, ceiling = rng.uniform(0.1, 1.0, 200), rng.uniform(0.7, 0.9, 200)
+    recon = np.minimum(gt, ceiling)
+    out = mod.decomposition(gt, recon, ceiling, {"flaw": recon - gt, "other": rng.normal(size=200)}, (0.7, 0.9))
+    assert out["spearman_gt_vs_recon"] == out["what_if_flaws_kept_capped_at_ceiling"] < 1
+    assert out["share_of_gts_above_their_ceiling"] == round(float(np.mean(gt > ceiling)), 4) > 0
+    assert out["gts_in_band"] == int(((gt >= 0.7) & (gt < 0.9)).sum())
+    assert out["spearman_change_vs_flaw"]["flaw"] == 1.0 and abs(out["spearman_change_vs_flaw"]["other"]) < 0.3
+    kept = mod.decomposition(gt, gt, np.ones(200), {}, (0.0, 1.0))  # no ceiling, every flaw kept
+    assert kept["spearman_gt_vs_recon"] == kept["what_if_flaws_kept_capped_at_ceiling"] == 1.0
+    in_dir(tmp_path)
+    with pytest.raises(SystemExit, match="dvc repro train_codebook"):
+        mod.main([])

@@ -1,5 +1,6 @@
-"""Why stage I keeps so little of the GTs' quality: its own ceiling, and the flaws it drops.
+"""What the frozen stage I lets two thresholds of the restoration issue reach.
 
+1. Why stage I keeps so little of the GTs' quality: its own ceiling, and the flaws it drops.
 `spearman_true_quality_gt_vs_recon` (notebook 02) ranks the held-out GTs by their true quality
 (SSIM to the pristine face) and by their common-codebook (lambda = 0) reconstruction's. Two things
 can keep the ranks apart, and this script measures each on the trained stage I:
@@ -12,6 +13,15 @@ can keep the ranks apart, and this script measures each on the trained stage I:
   GT) follows each capture flaw recorded in the world's manifest (blur sigma, noise sigma, JPEG
   quality), over all held-out GTs and inside the band where most of them sit.
 
+2. How far the prior's score of the outputs can move with S. At S in bin k stage II learns to give
+the stage-I codes of the training GTs the prior put in bin k. A stage II that reproduced its
+targets exactly would move the outputs' score over the sweep as far as the prior puts the *decoded
+targets* (the GTs reconstructed through stage I, both codebooks as `restore` fuses them) of bin 9
+from those of bin 0; score guidance (w > 1) extrapolates along S and can go further.
+Per bin: the GTs' normalised score S and true quality, and their decoded targets'. The pipeline's
+`output_score_at_0.95` minus `output_score_at_0.05` (0.15 asked) is measured on test LQ; this
+bound is on training GTs.
+
     python benchmarks/stage1_ceiling.py     # after dvc repro train_codebook; prints a JSON
     python benchmarks/stage1_ceiling.py --out reports/metrics/stage1_ceiling.json
 """
@@ -23,14 +33,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iqpfr import codebook
+from iqpfr import codebook, quality
 from iqpfr.iqanet import spearman
-from iqpfr.pipeline import WORLD, _load_stack
+from iqpfr.pipeline import PRIOR, SCORES, WORLD, _load_stack
 from iqpfr.task import FACE
 
 FLAWS = ("cap_blur_sigma", "cap_noise_sigma", "cap_jpeg_quality")
@@ -68,6 +79,37 @@ def decomposition(gt: np.ndarray, recon: np.ndarray, ceiling: np.ndarray, flaws:
     }
 
 
+def by_bin(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Per score bin the mean of the columns S_gt, S_target, true_quality_gt, true_quality_target
+    (one row per training GT, with its `bin`), and the reach of each: bin 9's mean minus bin 0's."""
+    cols = ["S_gt", "S_target", "true_quality_gt", "true_quality_target"]
+    table = frame.groupby("bin")[cols].mean().round(4)
+    table.insert(0, "gts", frame.groupby("bin").size())
+    reach = {f"reach_{c}": round(float(table[c].iloc[-1] - table[c].iloc[0]), 4) for c in cols}
+    return table, reach
+
+
+@torch.no_grad()
+def target_reach(model, batch: int = 128) -> tuple[pd.DataFrame, dict]:
+    """`by_bin` of the training GTs (data/world/train, their bins in data/scores/train.csv) and
+    their decoded targets, scored by the pipeline's prior (data/scores/norm_stats.json)."""
+    gt_img, frame = _load_stack(WORLD / "train")
+    oracle, _ = _load_stack(WORLD / "train", "oracle_file")
+    frame = frame.merge(pd.read_csv(SCORES / "train.csv")[["file", "bin"]], on="file", how="left", validate="one_to_one")
+    stats = quality.NormStats.load(SCORES / "norm_stats.json")
+    metrics = {n: quality.make_metric(n, "cpu", PRIOR) for n in stats.ensemble}
+
+    def score(x: torch.Tensor) -> np.ndarray:  # (N,) normalised S of images (N, 3, R, R) in [0,1]
+        return np.concatenate([stats.ensemble_score({n: m(x[i:i + batch]).numpy() for n, m in metrics.items()})
+                               for i in range(0, len(x), batch)])
+
+    target = torch.cat([codebook.reconstruct(model, gt_img[i:i + batch]) for i in range(0, len(gt_img), batch)])
+    frame["S_gt"], frame["S_target"] = score(gt_img), score(target)
+    frame["true_quality_gt"] = np.asarray(FACE.true_quality(gt_img, oracle), dtype=float)
+    frame["true_quality_target"] = np.asarray(FACE.true_quality(target, oracle), dtype=float)
+    return by_bin(frame)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--stage1", default=str(FACE.stage1), help="the stage-I checkpoint")
@@ -77,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(2)
     if not Path(args.stage1).exists() or not (WORLD / "holdout").exists():
         sys.exit(f"needs {args.stage1} and {WORLD / 'holdout'}: run `dvc repro train_codebook` first")
+    if not (SCORES / "train.csv").exists() or not PRIOR.exists():
+        sys.exit(f"needs {SCORES / 'train.csv'} and {PRIOR}: run `dvc repro train_codebook` first")
     model, info = codebook.load_stage1_model(Path(args.stage1))
     gt_img, frame = _load_stack(WORLD / "holdout")
     oracle, _ = _load_stack(WORLD / "holdout", "oracle_file")
@@ -85,7 +129,10 @@ def main(argv: list[str] | None = None) -> dict:
     ceiling = np.asarray(FACE.true_quality(reconstruct_common(model, oracle), oracle), dtype=float)
     flaws = {k: frame[k].to_numpy(dtype=float) for k in FLAWS}
     out = {"stage1": args.stage1, "stage1_step": info["step"], **decomposition(gt, recon, ceiling, flaws, tuple(args.band))}
-    print(json.dumps(out, indent=2))
+    table, reach = target_reach(model)
+    out.update({"targets_by_bin": table.reset_index().to_dict("records"), **reach})
+    print(table.to_string())
+    print(json.dumps({k: v for k, v in out.items() if k != "targets_by_bin"}, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     return out

@@ -306,7 +306,7 @@ def test_groupnorm_in_fp32_matches_in_fp32_and_normalises_in_fp32_under_bf16():
     assert y.grad_fn.next_functions[0][0].name() == "NativeGroupNormBackward0"
 
 
-def test_stage1_ceiling_splits_the_ceiling_from_the_dropped_flaws(root, tmp_path, in_dir):
+def test_stage1_ceiling_splits_the_ceiling_from_the_dropped_flaws_and_measures_the_targets_reach(root, tmp_path, in_dir):
     """A reconstruction that keeps every flaw but caps each face at its ceiling ranks exactly as the
     what-if says; a flaw that is the change itself correlates with it fully."""
     import numpy as np
@@ -322,6 +322,14 @@ def test_stage1_ceiling_splits_the_ceiling_from_the_dropped_flaws(root, tmp_path
     assert out["spearman_change_vs_flaw"]["flaw"] == 1.0 and abs(out["spearman_change_vs_flaw"]["other"]) < 0.3
     kept = mod.decomposition(gt, gt, np.ones(200), {}, (0.0, 1.0))  # no ceiling, every flaw kept
     assert kept["spearman_gt_vs_recon"] == kept["what_if_flaws_kept_capped_at_ceiling"] == 1.0
+    import pandas as pd
+
+    frame = pd.DataFrame({"bin": np.repeat(np.arange(10), 3), "S_gt": np.repeat(np.arange(10) / 10, 3)})
+    frame["S_target"] = 0.7 + frame["S_gt"] / 5  # targets squeezed into a fifth of the GTs' spread
+    frame["true_quality_gt"], frame["true_quality_target"] = frame["S_gt"], 0.5
+    table, reach = mod.by_bin(frame)
+    assert list(table.index) == list(range(10)) and (table["gts"] == 3).all()
+    assert reach == {"reach_S_gt": 0.9, "reach_S_target": 0.18, "reach_true_quality_gt": 0.9, "reach_true_quality_target": 0.0}
     in_dir(tmp_path)
     with pytest.raises(SystemExit, match="dvc repro train_codebook"):
         mod.main([])

@@ -507,6 +507,16 @@ def earlier_results(inputs: list[Path], out_dir: Path) -> list[Path]:
     return [p for p in inputs if out in Path(os.path.abspath(p)).parents]
 
 
+def _not_square(img: np.ndarray) -> str:
+    """A note for an aligned input (h, w, 3) that is not square: `restore_faces` stretches it to the
+    model's square and back, which an aligned face never needs ("" when it is square)."""
+    h, w = img.shape[:2]
+    if h == w:
+        return ""
+    return (f"not square ({w} x {h}): restored as an aligned face, stretched to the model's square and back; "
+            "for a photo, leave out --aligned")
+
+
 def run(inputs: list[Path], out_dir: Path, model, opts: RestoreOptions, device: torch.device) -> Summary:
     """Restore files into out_dir (PNG; a folder's tree mirrored: `output_paths`); never overwrites
     an input or another input's result; returns the summary. Inputs are decoded a batch at a time
@@ -542,6 +552,7 @@ def run(inputs: list[Path], out_dir: Path, model, opts: RestoreOptions, device: 
             results = [enhance_tiled(model, img, opts, device) for _, img, _ in chunk]
         elif opts.aligned:
             results = restore_faces(model, [img for _, img, _ in chunk], opts, device)
+            summary.notes += [(str(p), n) for p, img, _ in chunk if (n := _not_square(img))]
         else:
             results = []
             for p, img, _ in chunk:

@@ -340,3 +340,18 @@ def test_earlier_results_inside_the_input_folder_are_not_inputs(model, tmp_path)
     same = restore.run(restore.list_inputs(str(out)), out, model, restore.RestoreOptions(suffix="_again"),
                        torch.device("cpu"))
     assert len(same.restored) == 2 and same.notes == []
+
+
+def test_a_non_square_aligned_input_is_restored_with_a_note(model, tmp_path):
+    """An aligned face is a square crop: a wide image is still restored at its own size, and the
+    summary says it was stretched (and how to restore a photo instead); a square one gets no note."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for name, shape in (("wide.png", (32, 64, 3)), ("square.png", (32, 32, 3))):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(src / name)
+    summary = restore.run(restore.list_inputs(str(src)), tmp_path / "out", model, restore.RestoreOptions(),
+                          torch.device("cpu"))
+    assert len(summary.restored) == 2 and Image.open(tmp_path / "out" / "wide.png").size == (64, 32)
+    ((noted, note),) = summary.notes
+    assert noted == str(src / "wide.png") and "not square (64 x 32)" in note and "--aligned" in note

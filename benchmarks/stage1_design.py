@@ -9,11 +9,12 @@ one at a time, and the batch-8 design halves the batch at the same number of tra
 evaluated every `--every` batch-16 steps' worth of images on the held-out GTs: PSNR (RGB, 8-bit grid)
 of the common-codebook (lambda = 0) reconstruction, the fraction of codes of C used on the held-out
 set, Spearman(GT's true quality, its reconstruction's) as the pipeline's
-`spearman_true_quality_gt_vs_recon`, and the seconds per step (wall clock; meaningful only on an
-otherwise idle machine). `--steps` and `--every` count steps of batch 16; a design with batch b
-runs 16 / b times as many steps. Rows record the design's own step, its batch and the training
-images seen. Results go to reports/metrics/stage1_design.csv (a design's rows replace its earlier
-ones), which notebook 02 plots.
+`spearman_true_quality_gt_vs_recon`, the mean true quality of the held-out GTs' pristine faces
+reconstructed the same way (stage I's ceiling: benchmarks/stage1_ceiling.py), and the seconds per
+step (wall clock; meaningful only on an otherwise idle machine). `--steps` and `--every` count
+steps of batch 16; a design with batch b runs 16 / b times as many steps. Rows record the design's
+own step, its batch and the training images seen. Results go to reports/metrics/stage1_design.csv
+(a design's rows replace its earlier ones), which notebook 02 plots.
 
     python benchmarks/stage1_design.py --steps 300   # every design (3-4 min each on 2 idle cores)
     python benchmarks/stage1_design.py --steps 100 --designs f4_512_encoder
@@ -40,6 +41,9 @@ ones), which notebook 02 plots.
         "default + HQ+ gate, bf16" --out reports/metrics/stage1_precision.csv
     python benchmarks/stage1_design.py --steps 500 --designs "default + HQ+ gate, bf16, GroupNorm fp32" \
         --out reports/metrics/stage1_precision.csv
+    # the recipe on 32 x 32 tokens (f = 2) over its first 700 steps
+    python benchmarks/stage1_design.py --steps 700 --designs "default + HQ+ gate, f = 2" \
+        --out reports/experiments/f2/stage1_design.csv
 
 A design's full name given to --designs selects that design; another name selects every design
 that starts with it. Rows carry the stage-I seed; a (design, seed) pair's rows replace its earlier
@@ -61,6 +65,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.stage1_ceiling import reconstruct_common
 from benchmarks.suite import groupnorm_in_fp32
 from iqpfr import codebook, data, evaluate, provenance  # noqa: E402
 from iqpfr.config import load_params  # noqa: E402
@@ -93,6 +98,9 @@ DESIGNS = {
     # a noisy GT's high-frequency energy without having to store its noise
     "default + HQ+ gate + spectral 1": ({}, dict(B16, gate_from="stage1", spectral=1.0)),
     "default + HQ+ gate + spectral 4": ({}, dict(B16, gate_from="stage1", spectral=4.0)),
+    # the pipeline's recipe on a finer token grid: f = 2, 32 x 32 tokens of 2 x 2 pixels (attention
+    # at 32 x 32 in place of 16 x 16), for "stage I keeps the GTs' quality"
+    "default + HQ+ gate, f = 2": ({"ch_mult": (1, 2), "attn_resolutions": (32,)}, dict(B16, gate_from="stage1")),
     # the pipeline's recipe under bf16 autocast (quantisation and losses stay fp32, as in the
     # trainer): does the curve follow fp32's where bf16 pays (AVX512-bf16 on the AMD EPYC)?
     "default + HQ+ gate, bf16": ({}, dict(B16, gate_from="stage1", precision="bf16")),
@@ -133,12 +141,14 @@ def holdout_figures(model, x: torch.Tensor, oracle: torch.Tensor) -> dict:
     z = model.encode(x * 2 - 1)
     idx = model.quant_c.nearest(z)
     rec = ((model.decode(model.quant_c.lookup(idx)) + 1) / 2).clamp(0, 1)
+    ceiling = FACE.true_quality(reconstruct_common(model, oracle), oracle)  # each pristine face through stage I
     model.train()
     psnr = np.mean([evaluate.psnr(r.permute(1, 2, 0).numpy(), g.permute(1, 2, 0).numpy()) for r, g in zip(rec, x)])
     keeps = spearman(FACE.true_quality(x, oracle), FACE.true_quality(rec, oracle))
     return {"psnr_holdout_lambda0": round(float(psnr), 3),
             "used_c_holdout": round(float((torch.bincount(idx.flatten(), minlength=model.cfg.codebook_size) > 0).float().mean()), 4),
-            "spearman_true_quality_lambda0": round(float(keeps), 4)}
+            "spearman_true_quality_lambda0": round(float(keeps), 4),
+            "ceiling_true_quality": round(float(np.mean(ceiling)), 4)}
 
 
 def run(name: str, steps: int, every: int, params_path, seed: int | None = None) -> list[dict]:

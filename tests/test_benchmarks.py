@@ -24,6 +24,7 @@ def test_stage1_design_benchmark_runs_one_short_design(root, in_dir, tiny_projec
     assert [r["step"] for r in rows] == [1, 2]
     assert all(0 < r["psnr_holdout_lambda0"] < 100 and 0 < r["used_c_holdout"] <= 1 for r in rows)
     assert all(-1 <= r["spearman_true_quality_lambda0"] <= 1 for r in rows)  # the pipeline's keeps-quality figure
+    assert all(0 < r["ceiling_true_quality"] <= 1 for r in rows)  # the pristine faces through stage I
     # a batch-8 design sees the same training images in twice the steps: curves compare by images
     from dataclasses import replace
 

@@ -43,7 +43,7 @@ own step, its batch and the training images seen. Results go to reports/metrics/
         --out reports/metrics/stage1_precision.csv
     # the recipe on 32 x 32 tokens (f = 2) over its first 700 steps
     python benchmarks/stage1_design.py --steps 700 --designs "default + HQ+ gate, f = 2" \
-        --out reports/experiments/f2/stage1_design.csv
+        --out reports/experiments/f2/stage1_tokens.csv
 
 A design's full name given to --designs selects that design; another name selects every design
 that starts with it. Rows carry the stage-I seed; a (design, seed) pair's rows replace its earlier

@@ -101,6 +101,8 @@ DESIGNS = {
     # the pipeline's recipe on a finer token grid: f = 2, 32 x 32 tokens of 2 x 2 pixels (attention
     # at 32 x 32 in place of 16 x 16), for "stage I keeps the GTs' quality"
     "default + HQ+ gate, f = 2": ({"ch_mult": (1, 2), "attn_resolutions": (32,)}, dict(B16, gate_from="stage1")),
+    # ... without attention in stage I (attention over 1024 positions costs the f = 2 encoder half its time)
+    "default + HQ+ gate, f = 2, no attention": ({"ch_mult": (1, 2), "attn_resolutions": ()}, dict(B16, gate_from="stage1")),
     # the pipeline's recipe under bf16 autocast (quantisation and losses stay fp32, as in the
     # trainer): does the curve follow fp32's where bf16 pays (AVX512-bf16 on the AMD EPYC)?
     "default + HQ+ gate, bf16": ({}, dict(B16, gate_from="stage1", precision="bf16")),

@@ -334,3 +334,14 @@ def test_stage1_ceiling_splits_the_ceiling_from_the_dropped_flaws_and_measures_t
     in_dir(tmp_path)
     with pytest.raises(SystemExit, match="dvc repro train_codebook"):
         mod.main([])
+
+
+def test_grid_cost_times_each_part_on_both_grids(root):
+    """Every part is timed on the grid it is asked for: 256 tokens at f = 4, 1024 at f = 2."""
+    from iqpfr.config import load_params
+
+    mod = _benchmark(root, "grid_cost")
+    params = load_params(root / "profiles" / "default.yaml")
+    f4, f2 = (mod.costs(params, mod.GRIDS[name], batch=1, repeats=1) for name in ("f = 4 (default)", "f = 2, no attention"))
+    assert (f4["tokens"], f2["tokens"]) == (256, 1024)
+    assert all(r[k] > 0 for r in (f4, f2) for k in ("encoder_s", "generator_s", "transformer_s"))

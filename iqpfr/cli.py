@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                          "e.g. models/stage1/vqgan.pt)")
     rs.add_argument("--score", type=float, default=0.95, help="requested quality S in [0,1] (default 0.95)")
     rs.add_argument("--hq-weight", type=float, default=None, help="lambda for the HQ+ codes (default: as trained)")
-    rs.add_argument("--guidance", type=float, default=1.0,
-                    help="classifier-free guidance of the score (models trained with transformer.score_dropout only; "
-                         "the evaluation runs a model at params.yaml's transformer.guidance; default 1.0: plain "
-                         "conditioning)")
+    rs.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance w of the score (models trained with transformer.score_dropout only; "
+                         "1.0: plain conditioning). Default: the w a bundle records (iqpfr export), else params.yaml's "
+                         "transformer.guidance (the w the evaluation runs the model at), else 1.0")
     rs.add_argument("--adain", action=argparse.BooleanOptionalAction, default=None,
                     help="AdaIN of the predicted codes to the input's latent statistics (default: the task's: on for "
                          "face and underwater, off for colour, where it would hand the input's cast or gray back)")
@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("-o", "--output", required=True, help="bundle file to write (e.g. iqpfr_default.pt)")
     ex.add_argument("--checkpoint", default="models/stage2/restorer.pt", help="stage-II checkpoint")
     ex.add_argument("--stage1", default="models/stage1/vqgan.pt", help="the stage-I checkpoint it was trained on")
+    ex.add_argument("--guidance", type=float, default=None,
+                    help="the score guidance w the bundle restores with by default (default: params.yaml's "
+                         "transformer.guidance for a model trained with score dropout, else 1.0)")
     im = sub.add_parser("import-weights", help="map a released checkpoint (the IQPFR authors', CodeFormer's, "
                                                  "vqgan_code1024) onto iqpfr and write a bundle / stage-I checkpoint")
     im.add_argument("file", help="the released .pth file (read as data: tensors only)")
@@ -194,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         from .restore import export_bundle
 
         try:
-            print(json.dumps(export_bundle(args.checkpoint, args.stage1, args.output), indent=2, default=str))
-        except (FileNotFoundError, ValueError) as err:
+            print(json.dumps(export_bundle(args.checkpoint, args.stage1, args.output, args.guidance), indent=2, default=str))
+        except (FileNotFoundError, ValueError, ConfigError) as err:
             print(f"iqpfr export: {err}", file=sys.stderr)
             return 2
         return 0
@@ -277,8 +280,8 @@ def _restore(args) -> int:
             stream.reconfigure(errors="backslashreplace")
     from pathlib import Path
 
-    from .restore import (INFERENCE_BF16_FLAGS, INFERENCE_MEMORY_FORMAT, RestoreOptions, bf16_warning, list_inputs,
-                          load_model, resolve_device, run)
+    from .restore import (INFERENCE_BF16_FLAGS, INFERENCE_MEMORY_FORMAT, RestoreOptions, bf16_warning, default_guidance,
+                          list_inputs, load_model_and_guidance, resolve_device, run)
 
     if not 0.0 <= args.score <= 1.0:
         print(f"--score must be in [0, 1], got {args.score}", file=sys.stderr)
@@ -291,24 +294,28 @@ def _restore(args) -> int:
         args.checkpoint, args.stage1 = t.stage2, args.stage1 or t.stage1
     try:
         device = resolve_device(args.device)
-        model = load_model(args.checkpoint, args.stage1).to(device, memory_format=INFERENCE_MEMORY_FORMAT)
+        model, recorded = load_model_and_guidance(args.checkpoint, args.stage1)
+        model = model.to(device, memory_format=INFERENCE_MEMORY_FORMAT)
         inputs = list_inputs(args.input)
         if args.fidelity > 0 and model.fidelity is None:
             raise ValueError(f"{args.checkpoint} has no fidelity (fusion) blocks: --fidelity needs an imported "
                              "CodeFormer-family checkpoint")
-        if args.guidance != 1.0 and not model.cfg.null_bin:
+        if args.guidance is not None and args.guidance != 1.0 and not model.cfg.null_bin:
             raise ValueError(f"{args.checkpoint} was trained without score dropout (no 'no score' bin): "
                              "--guidance needs transformer.score_dropout > 0")
-    except (FileNotFoundError, ValueError) as err:
+        guidance, source = ((args.guidance, "--guidance") if args.guidance is not None else
+                            (recorded, "recorded in the bundle") if recorded is not None else default_guidance(model, task=t.name))
+    except (FileNotFoundError, ValueError, ConfigError) as err:
         print(f"iqpfr restore: {err}", file=sys.stderr)
         return 2
+    print(f"score S {args.score}, guidance {guidance} ({source})")
     prec = (precision.resolve("auto", device, bf16_flags=INFERENCE_BF16_FLAGS) if args.precision == "auto"
             else args.precision)
     print(f"device {device}, precision {prec}" + (" (auto)" if args.precision == "auto" else ""))
     warning = bf16_warning(device, prec, precision.cpu_flags())
     if warning:
         print(f"iqpfr restore: warning: {warning}", file=sys.stderr)
-    opts = RestoreOptions(score=args.score, hq_weight=args.hq_weight, fidelity=args.fidelity, guidance=args.guidance,
+    opts = RestoreOptions(score=args.score, hq_weight=args.hq_weight, fidelity=args.fidelity, guidance=guidance,
                           adain=t.adain if args.adain is None else args.adain,
                           aligned=args.aligned, upscale=args.upscale,
                           batch_size=args.batch_size, device=args.device, precision=prec,

@@ -47,11 +47,12 @@ def evaluate_checkpoint(checkpoint: str | Path, set_dir: str | Path, out_dir: st
                         name: str = "model", progress=print, guidance: float | None = None,
                         prior: str | Path = PRIOR, norm_stats: str | Path = SCORES / "norm_stats.json") -> dict:
     """Evaluate the bundle `checkpoint` on the test set in `set_dir`; returns the summaries per row.
-    `guidance` None: the params' transformer.guidance for a model trained with score dropout (as the
-    evaluation stage runs it), 1.0 for one without a "no score" bin (e.g. imported weights); printed.
+    `guidance` None: the w the bundle records (`iqpfr export`), else the params' transformer.guidance
+    for a model trained with score dropout (as the evaluation stage runs it), 1.0 for one without a
+    "no score" bin (e.g. imported weights); printed.
     `prior` and `norm_stats` are the judges' files: by default the pipeline's (`train_prior` and
     `score` write them), relative to the working directory."""
-    from .restore import load_model
+    from .restore import load_model_and_guidance
 
     t0 = time.time()
     params = load_params(params_file)
@@ -61,7 +62,7 @@ def evaluate_checkpoint(checkpoint: str | Path, set_dir: str | Path, out_dir: st
         if not Path(path).exists():
             raise FileNotFoundError(f"{what} {path} does not exist: run in the project root after `dvc repro` "
                                     "(stages train_prior and score), or name the files with --prior and --norm-stats")
-    model = load_model(checkpoint)
+    model, recorded = load_model_and_guidance(checkpoint)
     images = ev.load_set(Path(set_dir))
     if count is not None:
         images = {k: v[:count] for k, v in images.items()}
@@ -69,7 +70,9 @@ def evaluate_checkpoint(checkpoint: str | Path, set_dir: str | Path, out_dir: st
     lpips_fn, identity, fid, unavailable = _optional_metrics(data_cfg, evaluation)
     unavailable.update(judges.unavailable)
     s = evaluation.score if score is None else score
-    if guidance is None:
+    if guidance is None and recorded is not None:
+        guidance = recorded
+    elif guidance is None:
         guidance = section(params, "transformer").guidance if model.cfg.null_bin else 1.0
     progress(f"restoring at S = {s}, guidance {guidance}")
     outputs = {"lq": images["lq"], name: restore_at_model_size(model, images["lq"], s, fidelity, evaluation.batch_size,

@@ -45,18 +45,37 @@ BOX_WIDTH = 0.56
 BUNDLE_FORMAT = "iqpfr.restorer/4"  # /2: CodeFormer-aligned VQGAN layers; /3: tensor_sha256; /4: CodeFormer-aligned ends and heads, fusion blocks
 
 
-def export_bundle(stage2_path: str | Path, stage1_path: str | Path, out: str | Path) -> dict:
-    """Write the trained restorer (EMA weights) and its stage-I model into one file; returns its provenance."""
+def default_guidance(model, params_file: str | Path = "params.yaml", task: str = "face") -> tuple[float, str]:
+    """The score guidance w a model restores with when none is asked for, and where it comes from:
+    1.0 for a model without a "no score" bin; else the `transformer.guidance` of `task` in
+    `params_file` (the w the pipeline evaluates its models at), or 1.0 where that file is absent."""
+    if not model.cfg.null_bin:
+        return 1.0, "the model has no 'no score' bin"
+    if not Path(params_file).exists():
+        return 1.0, f"no {params_file} here"
+    from .config import load_params, task_params
+
+    return float(task_params(load_params(params_file), task).transformer.guidance), f"{params_file} transformer.guidance"
+
+
+def export_bundle(stage2_path: str | Path, stage1_path: str | Path, out: str | Path, guidance: float | None = None,
+                  params_file: str | Path = "params.yaml") -> dict:
+    """Write the trained restorer (EMA weights) and its stage-I model into one file; returns its
+    provenance. The bundle records the guidance w it restores with by default: `guidance`, or with
+    None the params' (`default_guidance`)."""
     from dataclasses import asdict
 
     from .conditioned import load_restorer
 
     model, info = load_restorer(stage2_path, stage1_path)
+    w = default_guidance(model, params_file)[0] if guidance is None else float(guidance)
+    if w != 1.0 and not model.cfg.null_bin:
+        raise ValueError(f"{stage2_path} was trained without score dropout (no 'no score' bin): guidance {w} is not possible")
     bundle = {"format": BUNDLE_FORMAT, "config": asdict(model.cfg), "stage1_config": asdict(model.stage1.cfg),
-              "stage1": model.stage1.state_dict(), "restorer": restorer_state(model),
+              "stage1": model.stage1.state_dict(), "restorer": restorer_state(model), "guidance": w,
               "provenance": {"stage2": str(stage2_path), "stage2_sha256": sha256_file(stage2_path),
                              "stage1": str(stage1_path), "stage1_sha256": sha256_file(stage1_path),
-                             "stage2_step": info["step"], "train_config": info["train_config"]}}
+                             "stage2_step": info["step"], "train_config": info["train_config"], "guidance": w}}
     bundle["tensor_sha256"] = safeload.tensor_digest(bundle)  # a re-saved, edited bundle no longer matches
     atomic.save_torch(bundle, out)
     return bundle["provenance"]
@@ -73,8 +92,15 @@ def restorer_state(model) -> dict:
 
 def load_model(checkpoint: str | Path, stage1: str | Path | None = None):
     """A frozen restorer from a bundle (`stage1` must be None) or from a stage-II checkpoint on
-    its stage-I checkpoint (`stage1`, default models/stage1/vqgan.pt). Errors are ValueError or
+    its stage-I checkpoint (`stage1`, default models/stage1/vqgan.pt), restoring by default with
+    the guidance its bundle records (1.0 where it records none). Errors are ValueError or
     FileNotFoundError with the file named."""
+    return load_model_and_guidance(checkpoint, stage1)[0]
+
+
+def load_model_and_guidance(checkpoint: str | Path, stage1: str | Path | None = None) -> tuple[torch.nn.Module, float | None]:
+    """`load_model`, and the guidance w the file records (bundles from `iqpfr export`), or None
+    (stage-II checkpoints, older bundles, imported weights)."""
     from .codebook import STAGE1
     from .conditioned import load_restorer
     from .train import load_checkpoint
@@ -86,7 +112,7 @@ def load_model(checkpoint: str | Path, stage1: str | Path | None = None):
     except ValueError as err:
         if "is not an" not in str(err):  # unreadable file: say so
             raise
-        return load_restorer(checkpoint, stage1 or STAGE1)[0]
+        return load_restorer(checkpoint, stage1 or STAGE1)[0], None
     if stage1 is not None:
         raise ValueError(f"{checkpoint} is a bundle that carries its own stage I: do not pass a stage-I checkpoint")
     digest = b.pop("tensor_sha256", None)
@@ -103,7 +129,12 @@ def load_model(checkpoint: str | Path, stage1: str | Path | None = None):
     except (KeyError, TypeError, RuntimeError, AttributeError) as err:  # a damaged or hand-edited bundle
         raise ValueError(f"{checkpoint}: the bundle's weights do not match its config ({type(err).__name__}: "
                          f"{str(err).splitlines()[0]})") from None
-    return model.eval().requires_grad_(False)
+    recorded = b.get("guidance")
+    if recorded is not None:
+        if recorded != 1.0 and not model.cfg.null_bin:
+            raise ValueError(f"{checkpoint}: records guidance {recorded} for a model without a 'no score' bin: refused")
+        model.guidance = float(recorded)
+    return model.eval().requires_grad_(False), recorded
 
 
 @dataclass(frozen=True)
@@ -111,7 +142,8 @@ class RestoreOptions:
     score: float = 0.95
     hq_weight: float | None = None  # None: the lambda stage I was trained with
     fidelity: float = 0.0  # CodeFormer's w: only models with fusion blocks (imported) accept w > 0
-    guidance: float = 1.0  # classifier-free guidance of the score: only models trained with score dropout accept != 1
+    guidance: float | None = None  # classifier-free guidance of the score (None: the model's own, `load_model`);
+    # only models trained with score dropout accept != 1
     adain: bool = True  # AdaIN of the codes to the input's latent statistics (task.Task.adain: off for colour)
     aligned: bool = True
     upscale: int = 1

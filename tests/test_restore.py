@@ -355,3 +355,60 @@ def test_a_non_square_aligned_input_is_restored_with_a_note(model, tmp_path):
     assert len(summary.restored) == 2 and Image.open(tmp_path / "out" / "wide.png").size == (64, 32)
     ((noted, note),) = summary.notes
     assert noted == str(src / "wide.png") and "not square (64 x 32)" in note and "--aligned" in note
+
+
+@pytest.fixture(scope="module")
+def guided_ckpt(ckpts, tmp_path_factory):
+    """A stage-II checkpoint with a "no score" bin (trained with score dropout) on the same stage I."""
+    d = tmp_path_factory.mktemp("guided")
+    torch.manual_seed(1)
+    model1, _ = load_stage1_model(ckpts[1])
+    imgs = torch.utils.data.TensorDataset(torch.rand(4, 3, 32, 32), torch.arange(4))
+    targets = {"idx_c": torch.randint(0, 32, (4, 2, 16, 16)), "idx_h": torch.randint(0, 32, (4, 2, 16, 16))}
+    cfg = TransformerConfig(latent_size=16, emb_dim=16, codebook_size=32, n_layers=1, n_heads=2, d_model=16, d_ff=32,
+                            null_bin=True)
+    Stage2Trainer(QualityRestorer(model1, cfg), Stage2Settings(steps=2, batch_size=2, lr=1e-2, score_dropout=0.5), imgs,
+                  targets, torch.rand(4), DegradedLQ(PRESETS["mild"])).train(checkpoint=d / "s2.pt")
+    return d / "s2.pt"
+
+
+def test_a_bundle_records_its_guidance_and_restores_with_it(ckpts, guided_ckpt, tmp_path, capsys, monkeypatch):
+    """`iqpfr export --guidance w` records w; the bundle then restores with it unless told
+    otherwise, and `iqpfr restore` says which w it used and where it came from."""
+    bundle = tmp_path / "guided.pt"
+    assert cli.main(["export", "-o", str(bundle), "--checkpoint", str(guided_ckpt), "--stage1", str(ckpts[1]),
+                     "--guidance", "2.5"]) == 0
+    model, recorded = restore.load_model_and_guidance(bundle)
+    assert recorded == 2.5 and model.guidance == 2.5
+    x = torch.rand(2, 3, 32, 32)
+    at_w = load_restorer(guided_ckpt, ckpts[1], guidance=2.5)[0].restore(x, 0.95)
+    plain = load_restorer(guided_ckpt, ckpts[1])[0].restore(x, 0.95)
+    assert torch.equal(model.restore(x, 0.95), at_w) and not torch.equal(at_w, plain)
+    _faces_folder(tmp_path / "in")
+    face = str(tmp_path / "in" / "face0.png")
+    capsys.readouterr()
+    assert cli.main(["restore", face, "-o", str(tmp_path / "a"), "--aligned", "--checkpoint", str(bundle)]) == 0
+    assert "guidance 2.5 (recorded in the bundle)" in capsys.readouterr().out
+    assert cli.main(["restore", face, "-o", str(tmp_path / "b"), "--aligned", "--checkpoint", str(bundle),
+                     "--guidance", "1"]) == 0
+    assert "guidance 1.0 (--guidance)" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: a stage-II checkpoint restores plainly
+    assert cli.main(["restore", face, "-o", str(tmp_path / "c"), "--aligned", "--checkpoint", str(guided_ckpt),
+                     "--stage1", str(ckpts[1])]) == 0
+    assert "guidance 1.0 (no params.yaml here)" in capsys.readouterr().out
+
+
+def test_default_guidance_is_the_params_for_a_guided_model_only(ckpts, guided_ckpt, root):
+    from iqpfr.config import load_params
+
+    default = root / "profiles" / "default.yaml"
+    guided = load_restorer(guided_ckpt, ckpts[1])[0]
+    assert restore.default_guidance(guided, default)[0] == load_params(default).transformer.guidance
+    assert restore.default_guidance(load_restorer(*ckpts)[0], default) == (1.0, "the model has no 'no score' bin")
+
+
+def test_guidance_is_refused_for_a_model_without_a_no_score_bin(ckpts, tmp_path, capsys):
+    assert cli.main(["export", "-o", str(tmp_path / "x.pt"), "--checkpoint", str(ckpts[0]), "--stage1", str(ckpts[1]),
+                     "--guidance", "2"]) == 2
+    assert "guidance 2.0 is not possible" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()

@@ -3,7 +3,8 @@
 For the default profile's stage-I architecture on 16 x 16 tokens (f = 4) and on 32 x 32 tokens
 (f = 2, with and without attention at 32 x 32), the seconds of one forward + backward pass of:
 the encoder (stage II trains it), the generator (the quality loss back-propagates through it) and
-the code Transformer of the default profile's size at that grid. A stage-II step at f = 2 took
+the code Transformer of the default profile's size at that grid, attending over every token
+(patch 1) or over 2 x 2 patches of tokens (patch 2). A stage-II step at f = 2 with patch 1 took
 3.46 s against about 0.8 at f = 4 (reports/experiments/f2): this says where the difference goes.
 
     python benchmarks/grid_cost.py            # about a minute on 2 cores
@@ -28,8 +29,14 @@ from iqpfr.config import load_params
 from iqpfr.transformer import CodeTransformer
 from iqpfr.vqgan import DualCodebookVQGAN
 
-GRIDS = {"f = 4 (default)": {}, "f = 2": {"ch_mult": (1, 2), "attn_resolutions": (32,)},
-         "f = 2, no attention": {"ch_mult": (1, 2), "attn_resolutions": ()}}
+F4 = {"ch_mult": (1, 2, 4), "attn_resolutions": (16,)}
+GRIDS = {  # name: (vqgan overrides, transformer overrides)
+    "f = 4": (F4, {"patch": 1}),
+    "f = 2": ({"ch_mult": (1, 2), "attn_resolutions": (32,)}, {"patch": 1}),
+    "f = 2, no attention": ({"ch_mult": (1, 2), "attn_resolutions": ()}, {"patch": 1}),
+    "f = 2, patch 2": ({"ch_mult": (1, 2), "attn_resolutions": (32,)}, {"patch": 2}),
+    "f = 2, no attention, patch 2": ({"ch_mult": (1, 2), "attn_resolutions": ()}, {"patch": 2}),
+}
 
 
 def seconds(fn, repeats: int) -> float:
@@ -41,13 +48,14 @@ def seconds(fn, repeats: int) -> float:
     return (time.perf_counter() - t) / repeats
 
 
-def costs(params, over: dict, batch: int, repeats: int) -> dict:
-    """Forward + backward seconds of the encoder, the generator and the Transformer for the default
-    stage I with `over` applied, on a batch of random (batch, 3, R, R) images."""
+def costs(params, over: tuple[dict, dict], batch: int, repeats: int) -> dict:
+    """Forward + backward seconds of the encoder, the generator and the Transformer for the
+    profile's stage I and Transformer with `over` (vqgan, transformer overrides) applied, on a batch
+    of random (batch, 3, R, R) images."""
     torch.manual_seed(0)
-    vqgan = replace(params.vqgan, **over)
+    vqgan = replace(params.vqgan, **over[0])
     model = DualCodebookVQGAN(codebook.vqgan_config(params.data, vqgan))
-    net = CodeTransformer(transformer_config(params.data, vqgan, params.transformer))
+    net = CodeTransformer(transformer_config(params.data, vqgan, replace(params.transformer, **over[1])))
     x = torch.rand(batch, 3, model.cfg.resolution, model.cfg.resolution) * 2 - 1
     z = model.encoder(x).detach()  # (B, D, r, r)
     bins = torch.randint(0, 10, (batch,))
@@ -62,7 +70,7 @@ def costs(params, over: dict, batch: int, repeats: int) -> dict:
         logits = net(z, bins)
         sum(t.logsumexp(1).mean() for t in (logits if isinstance(logits, tuple) else (logits,))).backward()
 
-    return {"tokens": model.cfg.latent_size ** 2, "encoder_s": round(seconds(encoder, repeats), 3),
+    return {"tokens": model.cfg.latent_size ** 2, "positions": net.cfg.positions, "encoder_s": round(seconds(encoder, repeats), 3),
             "generator_s": round(seconds(generator, repeats), 3), "transformer_s": round(seconds(transformer, repeats), 3)}
 
 

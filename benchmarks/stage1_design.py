@@ -43,7 +43,7 @@ own step, its batch and the training images seen. Results go to reports/metrics/
         --out reports/metrics/stage1_precision.csv
     # the recipe on 32 x 32 tokens (f = 2) over its first 700 steps
     python benchmarks/stage1_design.py --steps 700 --designs "default + HQ+ gate, f = 2" \
-        --out reports/experiments/f2/stage1_tokens.csv
+        --out reports/metrics/stage1_grid.csv
 
 A design's full name given to --designs selects that design; another name selects every design
 that starts with it. Rows carry the stage-I seed; a (design, seed) pair's rows replace its earlier
@@ -80,35 +80,40 @@ OUT = ROOT / "reports/metrics/stage1_design.csv"
 REF_BATCH = 16  # the default profile's batch; --steps counts its steps
 B16 = dict(batch_size=REF_BATCH, restart_every=50)  # dead codes restarted every 800 training images
 
+# The 16 x 16 grid (f = 4) the default profile had until it took 32 x 32 tokens (f = 2, no stage-I
+# attention): every design measured on it names it, so that a rerun measures what its rows measured
+F4 = {"ch_mult": (1, 2, 4), "attn_resolutions": (16,)}
+
 # name -> (vqgan overrides, stage-I settings overrides)
 DESIGNS = {
     "f8_256_uniform (landed before)": (dict(ch_mult=(1, 2, 2, 4), attn_resolutions=(8,), codebook_size=256),
                                        dict(B16, codebook_init="uniform", restart_every=0, codebook_lr_mult=20.0,
                                             perceptual_weight=0.5)),
-    "f4_512_uniform": ({}, dict(B16, codebook_init="uniform", restart_every=0, codebook_lr_mult=20.0)),
-    "f4_512_encoder_init_restart (default)": ({}, B16),
-    "f4_512_encoder_init_restart ssim0.5": ({}, dict(B16, perceptual_weight=0.5)),
+    "f4_512_uniform": (F4, dict(B16, codebook_init="uniform", restart_every=0, codebook_lr_mult=20.0)),
+    "f4_512_encoder_init_restart (default)": (F4, B16),
+    "f4_512_encoder_init_restart ssim0.5": (F4, dict(B16, perceptual_weight=0.5)),
     # the pipeline's own recipe, one ingredient at a time: H trained on the gated GTs, then the GAN
-    "default + HQ+ gate": ({}, dict(B16, gate_from="stage1")),
-    "default + HQ+ gate + GAN": ({}, dict(B16, gate_from="stage1", gan_start=800)),  # the recipe until the GAN was dropped
+    "default + HQ+ gate": (F4, dict(B16, gate_from="stage1")),
+    "default + HQ+ gate + GAN": (F4, dict(B16, gate_from="stage1", gan_start=800)),  # the recipe until the GAN was dropped
     # twice the updates for the same images, in about the same time (measured: worse than batch 16)
-    "default + HQ+ gate, batch 8": ({}, dict(gate_from="stage1", batch_size=8, restart_every=100)),
+    "default + HQ+ gate, batch 8": (F4, dict(gate_from="stage1", batch_size=8, restart_every=100)),
     # experiments for the restoration issue's "stage I keeps the GTs' quality": the perceptual term
     # plus a patch amplitude-spectrum term (`SpectralSSIM` below), so that the decoder is asked for
     # a noisy GT's high-frequency energy without having to store its noise
-    "default + HQ+ gate + spectral 1": ({}, dict(B16, gate_from="stage1", spectral=1.0)),
-    "default + HQ+ gate + spectral 4": ({}, dict(B16, gate_from="stage1", spectral=4.0)),
+    "default + HQ+ gate + spectral 1": (F4, dict(B16, gate_from="stage1", spectral=1.0)),
+    "default + HQ+ gate + spectral 4": (F4, dict(B16, gate_from="stage1", spectral=4.0)),
     # the pipeline's recipe on a finer token grid: f = 2, 32 x 32 tokens of 2 x 2 pixels (attention
     # at 32 x 32 in place of 16 x 16), for "stage I keeps the GTs' quality"
     "default + HQ+ gate, f = 2": ({"ch_mult": (1, 2), "attn_resolutions": (32,)}, dict(B16, gate_from="stage1")),
-    # ... without attention in stage I (attention over 1024 positions costs the f = 2 encoder half its time)
+    # ... without attention in stage I (attention over 1024 positions costs the f = 2 encoder half its
+    # time): the default profile's stage I
     "default + HQ+ gate, f = 2, no attention": ({"ch_mult": (1, 2), "attn_resolutions": ()}, dict(B16, gate_from="stage1")),
     # the pipeline's recipe under bf16 autocast (quantisation and losses stay fp32, as in the
     # trainer): does the curve follow fp32's where bf16 pays (AVX512-bf16 on the AMD EPYC)?
-    "default + HQ+ gate, bf16": ({}, dict(B16, gate_from="stage1", precision="bf16")),
+    "default + HQ+ gate, bf16": (F4, dict(B16, gate_from="stage1", precision="bf16")),
     # ... with every GroupNorm in fp32 (benchmarks.suite.groupnorm_in_fp32: bf16 GroupNorm's
     # backward is slow on a CPU), a design measurement for the package's layers
-    "default + HQ+ gate, bf16, GroupNorm fp32": ({}, dict(B16, gate_from="stage1", precision="bf16", groupnorm_fp32=True)),
+    "default + HQ+ gate, bf16, GroupNorm fp32": (F4, dict(B16, gate_from="stage1", precision="bf16", groupnorm_fp32=True)),
 }
 
 

@@ -273,7 +273,7 @@ def transformer_config(data_cfg: DataConfig, vqgan: VqganParams, tp: Transformer
     v = vqgan_config(data_cfg, vqgan)
     return TransformerConfig(v.latent_size, v.emb_dim, v.codebook_size, tp.n_layers, tp.n_heads, tp.d_model, tp.d_ff,
                              tp.conditioning, tp.dropout, tp.codebooks, null_bin=tp.score_dropout > 0,
-                             score_trend=tp.score_trend)
+                             score_trend=tp.score_trend, patch=tp.patch)
 
 
 def stage2_settings(s2: Stage2Config, device: torch.device | str = "cpu", score_dropout: float = 0.0) -> Stage2Settings:

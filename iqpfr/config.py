@@ -264,9 +264,11 @@ class TransformerParams:
     score_dropout: float  # training: probability that a GT's score bin is replaced by "no score" (needed by guidance)
     guidance: float  # inference: logits = l_none + guidance * (l_S - l_none); 1.0 = the plain conditioned model
     score_trend: bool  # "add" only: learn the embedding as Emb[k] = R[k] + c_k D (a trend shared by the bins; ours)
+    patch: int  # tokens per position side: attention over (latent side / patch)^2 positions (ours; 1: the paper's)
 
     def validate(self) -> None:
         _choice("transformer.conditioning", self.conditioning, ("add", "adaln", "none"))
+        _range("transformer.patch", self.patch, 1, 64)
         _choice("transformer.codebooks", self.codebooks, ("dual", "common"))
         for k in ("n_layers", "n_heads", "d_model", "d_ff"):
             _range(f"transformer.{k}", getattr(self, k), 1, 100_000)
@@ -529,6 +531,10 @@ def _consistent(p: "Params", where: str = "") -> None:
     if p.data.resolution % factor:
         raise ConfigError(f"data.resolution: {p.data.resolution} is not divisible by {factor}, the downsampling "
                           f"factor of vqgan.ch_mult {p.vqgan.ch_mult}{ctx}")
+    latent = p.data.resolution // factor
+    if latent % p.transformer.patch:
+        raise ConfigError(f"transformer.patch: {p.transformer.patch} does not divide the {latent} x {latent} latent "
+                          f"(data.resolution {p.data.resolution} / {factor}){ctx}")
     if p.data.resolution % p.prior.input_pool or p.data.resolution // p.prior.input_pool < 16:
         raise ConfigError(f"prior.input_pool: {p.prior.input_pool} does not divide data.resolution "
                           f"{p.data.resolution} into an image of at least 16 px (the network's four "

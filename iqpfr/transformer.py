@@ -12,6 +12,11 @@ The Transformer (bidirectional; pre-LayerNorm; GELU; learned positional embeddin
 queries and keys) reads the r*r tokens projected to d_model and predicts, for every token, logits
 over the common codebook C and over the HQ+ codebook H (eq. 13-14).
 
+With `patch` p > 1 (ours) it attends over (r/p)^2 positions instead of r^2: each position reads the
+p x p tokens of its patch (their latents concatenated, D p^2 features) and predicts the codes of all
+p x p of them (heads of p^2 K logits). The logits come back as one row per token, in the latent's
+raster order, so losses and decoding are the same for every p. p = 1 is the paper's Transformer.
+
 `codebooks: common` is the single-codebook baseline (CodeFormer-style): the H head is neither
 trained nor used, the feature target is C[idx_c] and decoding uses C alone (lambda = 0).
 """
@@ -43,6 +48,7 @@ class TransformerConfig:
     fidelity_resolutions: tuple[int, ...] = ()  # CodeFormer's fusion blocks (imported weights only): e.g. (32, 64, 128, 256)
     null_bin: bool = False  # an extra "no score" bin (index NUM_BINS), trained by score dropout, used by guidance
     score_trend: bool = False  # "add" only: Emb[k] = R[k] + c_k D, a trend map D shared by the bins (ours; see `condition`)
+    patch: int = 1  # tokens per position side: attention over (latent_size / patch)^2 positions (ours; 1: the paper's)
 
     def __post_init__(self):
         object.__setattr__(self, "fidelity_resolutions", tuple(self.fidelity_resolutions))
@@ -56,6 +62,8 @@ class TransformerConfig:
             raise ValueError("null_bin needs a score-conditioned model (conditioning add or adaln)")
         if self.score_trend and self.conditioning != "add":
             raise ValueError(f"score_trend is a form of the additive embedding: conditioning add, got {self.conditioning!r}")
+        if self.patch < 1 or self.latent_size % self.patch:
+            raise ValueError(f"patch {self.patch} must be >= 1 and divide latent_size {self.latent_size}")
 
     @property
     def bins(self) -> int:
@@ -64,7 +72,26 @@ class TransformerConfig:
 
     @property
     def tokens(self) -> int:
+        """Codes per codebook and image: r*r."""
         return self.latent_size ** 2
+
+    @property
+    def positions(self) -> int:
+        """Sequence length the Transformer attends over: (r / patch)^2."""
+        return (self.latent_size // self.patch) ** 2
+
+
+def to_patches(z: torch.Tensor, p: int) -> torch.Tensor:
+    """Latent (B, D, r, r) -> one row per p x p patch, (B, (r/p)^2, D p^2), patches in raster order."""
+    return F.pixel_unshuffle(z, p).flatten(2).transpose(1, 2)
+
+
+def from_patches(logits: torch.Tensor, p: int, r: int) -> torch.Tensor:
+    """Patch logits (B, (r/p)^2, p^2 K), ordered (row in patch, column in patch, code), -> one row
+    per token in the r x r latent's raster order, (B, r*r, K)."""
+    b, n = logits.shape[0], r // p
+    x = logits.view(b, n, n, p, p, -1)  # (B, patch row, patch col, row in patch, col in patch, K)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, r * r, -1)
 
 
 def score_to_bin(score: torch.Tensor) -> torch.Tensor:
@@ -132,13 +159,14 @@ class CodeTransformer(nn.Module):
             for m in self.modulation:  # adaLN-Zero: every block starts as the identity
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
-        self.proj_in = nn.Linear(cfg.emb_dim, d)
-        self.pos = nn.Parameter(torch.zeros(1, cfg.tokens, d))
+        per = cfg.patch ** 2  # tokens per position
+        self.proj_in = nn.Linear(cfg.emb_dim * per, d)
+        self.pos = nn.Parameter(torch.zeros(1, cfg.positions, d))
         nn.init.normal_(self.pos, std=0.02)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.norm_out = nn.LayerNorm(d)
-        self.head_c = nn.Linear(d, cfg.codebook_size, bias=False)  # bias-free, as CodeFormer's idx_pred_layer
-        self.head_h = nn.Linear(d, cfg.codebook_size, bias=False)
+        self.head_c = nn.Linear(d, cfg.codebook_size * per, bias=False)  # bias-free, as CodeFormer's idx_pred_layer
+        self.head_h = nn.Linear(d, cfg.codebook_size * per, bias=False)
         for name, mod in self.named_modules():  # small init (nanoGPT): logits start near uniform, CE ~ ln K
             if isinstance(mod, nn.Linear) and not name.startswith("modulation"):
                 nn.init.normal_(mod.weight, std=0.02)
@@ -167,8 +195,10 @@ class CodeTransformer(nn.Module):
         return z + self.embedding(bins)
 
     def forward(self, z_cond: torch.Tensor, bins: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """z_cond: the (already conditioned) latent (B, D, r, r). Returns (logits_c, logits_h), (B, T, K)."""
-        x = self.proj_in(z_cond.flatten(2).transpose(1, 2))  # (B, T, d)
+        """z_cond: the (already conditioned) latent (B, D, r, r). Returns (logits_c, logits_h), (B, T, K)
+        with T = r*r in raster order (whatever the patch)."""
+        p, r = self.cfg.patch, self.cfg.latent_size
+        x = self.proj_in(to_patches(z_cond, p))  # (B, P, d), P = (r/p)^2 positions
         c = None
         if self.cfg.conditioning == "adaln":
             if bins is None:
@@ -178,7 +208,7 @@ class CodeTransformer(nn.Module):
             mod = self.modulation[i](c).view(-1, 6, self.cfg.d_model) if c is not None else None
             x = blk(x, self.pos, mod)
         x = self.norm_out(x)
-        return self.head_c(x), self.head_h(x)
+        return from_patches(self.head_c(x), p, r), from_patches(self.head_h(x), p, r)
 
 
 def code_losses(logits_c: torch.Tensor, logits_h: torch.Tensor, idx_c: torch.Tensor, idx_h: torch.Tensor,

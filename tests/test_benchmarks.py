@@ -337,11 +337,13 @@ def test_stage1_ceiling_splits_the_ceiling_from_the_dropped_flaws_and_measures_t
 
 
 def test_grid_cost_times_each_part_on_both_grids(root):
-    """Every part is timed on the grid it is asked for: 256 tokens at f = 4, 1024 at f = 2."""
+    """Every part is timed on the grid it is asked for: 256 tokens at f = 4, 1024 at f = 2, the
+    Transformer over every token or over 2 x 2 patches of them."""
     from iqpfr.config import load_params
 
     mod = _benchmark(root, "grid_cost")
     params = load_params(root / "profiles" / "default.yaml")
-    f4, f2 = (mod.costs(params, mod.GRIDS[name], batch=1, repeats=1) for name in ("f = 4 (default)", "f = 2, no attention"))
-    assert (f4["tokens"], f2["tokens"]) == (256, 1024)
-    assert all(r[k] > 0 for r in (f4, f2) for k in ("encoder_s", "generator_s", "transformer_s"))
+    rows = [mod.costs(params, mod.GRIDS[name], batch=1, repeats=1)
+            for name in ("f = 4", "f = 2, no attention", "f = 2, no attention, patch 2")]
+    assert [(r["tokens"], r["positions"]) for r in rows] == [(256, 256), (1024, 1024), (1024, 256)]
+    assert all(r[k] > 0 for r in rows for k in ("encoder_s", "generator_s", "transformer_s"))

@@ -9,17 +9,17 @@ import torch
 
 from iqpfr import conditioned
 from iqpfr.degrade import PRESETS
-from iqpfr.transformer import (NUM_BINS, CodeTransformer, QualityRestorer, TransformerConfig, code_losses,
-                               ordinal_coefficients, score_to_bin)
+from iqpfr.transformer import (NUM_BINS, CodeTransformer, QualityRestorer, TransformerConfig, code_losses, from_patches,
+                               ordinal_coefficients, score_to_bin, to_patches)
 from iqpfr.vqgan import DualCodebookVQGAN, VQGANConfig
 
 V = VQGANConfig(resolution=32, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,), emb_dim=16,
                 codebook_size=32, disc_nf=8, disc_layers=2, fusion_heads=2)
 
 
-def _cfg(cond="add"):
-    return TransformerConfig(latent_size=16, emb_dim=16, codebook_size=32, n_layers=1, n_heads=2, d_model=16, d_ff=32,
-                             conditioning=cond)
+def _cfg(cond="add", patch=1, n_layers=1):
+    return TransformerConfig(latent_size=16, emb_dim=16, codebook_size=32, n_layers=n_layers, n_heads=2, d_model=16,
+                             d_ff=32, conditioning=cond, patch=patch)
 
 
 def _restorer(cond="add", seed=0):
@@ -157,9 +157,55 @@ def test_quality_gradient_reaches_encoder_and_embedding_only():
     assert all(p.grad is None for p in m.stage1.parameters())
 
 
-def test_overfit_one_batch():
+@pytest.mark.parametrize("patch", [1, 2, 4])
+def test_patch_layout_round_trips_in_raster_order(patch):
+    """to_patches puts each patch's tokens side by side; from_patches lays per-patch rows back out
+    one row per token in the latent's raster order: the two are inverse layouts."""
+    r, d = 8, 3
+    z = torch.arange(2 * d * r * r, dtype=torch.float32).view(2, d, r, r)
+    rows = to_patches(z, patch)  # (2, (r/p)^2, d p^2)
+    assert rows.shape == (2, (r // patch) ** 2, d * patch ** 2)
+    # a head that copies its input, channel by channel: one "logit" per latent channel and token
+    per_token = rows.view(2, -1, d, patch * patch).transpose(2, 3).reshape(2, -1, patch * patch * d)
+    assert torch.equal(from_patches(per_token, patch, r), z.flatten(2).transpose(1, 2))
+
+
+def test_patch_logits_of_a_token_depend_on_its_own_patch_only():
+    """Without attention layers nothing mixes positions: changing one latent token changes the
+    logits of exactly the p x p tokens of its patch, wherever the layout puts them."""
     torch.manual_seed(0)
-    t = CodeTransformer(_cfg())
+    t = CodeTransformer(_cfg("none", patch=2, n_layers=0))
+    z = torch.randn(1, 16, 16, 16)
+    lc, _ = t(z)
+    z2 = z.clone()
+    z2[0, :, 5, 6] += 1.0  # token (5, 6): patch (2, 3), whose tokens are rows 4-5, columns 6-7
+    changed = (t(z2)[0] - lc).abs().amax(-1)[0].view(16, 16) > 0
+    expect = torch.zeros(16, 16, dtype=torch.bool)
+    expect[4:6, 6:8] = True
+    assert torch.equal(changed, expect)
+
+
+@pytest.mark.parametrize("cond", ["add", "adaln", "none"])
+def test_patch_model_attends_over_fewer_positions_and_starts_near_ln_k(cond):
+    torch.manual_seed(0)
+    t = CodeTransformer(_cfg(cond, patch=2))
+    assert t.cfg.positions == 64 and t.pos.shape == (1, 64, 16)
+    z, bins = torch.randn(4, 16, 16, 16), torch.tensor([0, 3, 6, 9])
+    lc, lh = t(t.condition(z, bins), bins)
+    assert lc.shape == lh.shape == (4, 256, 32)
+    idx = torch.randint(0, 32, (4, 256))
+    assert code_losses(lc, lh, idx, idx).item() == pytest.approx(math.log(32), rel=0.02)
+
+
+def test_patch_must_divide_the_latent():
+    with pytest.raises(ValueError, match="patch 3 must be >= 1 and divide latent_size 16"):
+        _cfg(patch=3)
+
+
+@pytest.mark.parametrize("patch", [1, 2])
+def test_overfit_one_batch(patch):
+    torch.manual_seed(0)
+    t = CodeTransformer(_cfg(patch=patch))
     opt = torch.optim.Adam(t.parameters(), lr=3e-3)
     z, bins = torch.randn(4, 16, 16, 16), torch.tensor([0, 3, 6, 9])
     idx = torch.randint(0, 32, (4, 256))

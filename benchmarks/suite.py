@@ -195,7 +195,7 @@ def case_default_restore(args) -> dict:
     else:
         model, _ = _restorer("params.yaml")
         x = None
-    r = model.cfg.latent_size * 4
+    r = model.cfg.latent_size * model.stage1.cfg.downsample_factor
     if x is None:
         x = torch.rand(args.default_faces, 3, r, r, generator=torch.Generator().manual_seed(0))
     rows = restore_case(model, x, batch=16, repeats=args.repeats, use_compile=args.compile, trained=True)

@@ -63,6 +63,12 @@ def snapshot_rows(model, pairs: dict, weights, step: int, seconds: float) -> lis
     return rows
 
 
+def load_pairs(count: int) -> dict[str, torch.Tensor]:
+    """The first `count` test pairs: LQ, GT and pristine oracle, each (count, 3, R, R) in [0,1]."""
+    return {k: _load_stack(FACE.testset / "pairs", c)[0][:count] for k, c in
+            (("lq", "file"), ("gt", "hq_file"), ("oracle", "oracle_file"))}
+
+
 def measure(params, steps: int, every: int, weights, count: int = 100) -> list[dict]:
     """Train the params' main model for `steps` steps (in the project root: the working directory)
     and return `snapshot_rows` every `every` steps, printing each snapshot's rows."""
@@ -71,8 +77,7 @@ def measure(params, steps: int, every: int, weights, count: int = 100) -> list[d
     if not FACE.targets.exists():
         raise FileNotFoundError(f"{FACE.targets} is missing: run `dvc repro latent_targets` first")
     s2 = replace(params.stage2, steps=steps, checkpoint_every=every)
-    stack = {k: _load_stack(FACE.testset / "pairs", c)[0][:count] for k, c in
-             (("lq", "file"), ("gt", "hq_file"), ("oracle", "oracle_file"))}
+    stack = load_pairs(count)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "restorer.pt"

@@ -356,7 +356,6 @@ def test_stage2_length_snapshot_is_the_run_of_that_length(root, in_dir, tiny_pro
 
     from iqpfr import cli, conditioned, notebook
     from iqpfr.config import load_params
-    from iqpfr.pipeline import _load_stack
     from iqpfr.task import FACE
 
     mod = _benchmark(root, "stage2_length")
@@ -374,9 +373,7 @@ def test_stage2_length_snapshot_is_the_run_of_that_length(root, in_dir, tiny_pro
     conditioned.train_conditioned(p.data, p.degrade, p.vqgan, p.transformer, replace(p.stage2, steps=4),
                                   progress=lambda m: None, checkpoint=tmp_path / "four.pt", log_csv=tmp_path / "log.csv")
     model, _ = conditioned.load_restorer(tmp_path / "four.pt", FACE.stage1)
-    stack = {k: _load_stack(FACE.testset / "pairs", c)[0][:4] for k, c in
-             (("lq", "file"), ("gt", "hq_file"), ("oracle", "oracle_file"))}
-    plain = pd.DataFrame(mod.snapshot_rows(model, stack, [1.0, 2.0], 4, 0.0))
+    plain = pd.DataFrame(mod.snapshot_rows(model, mod.load_pairs(4), [1.0, 2.0], 4, 0.0))
     measured = pd.DataFrame(rows[2:]).reset_index(drop=True)
     cols = ["ssim_oracle_S0.95", "ssim_oracle_S0.05", "psnr_gt_S0.95"]
     pd.testing.assert_frame_equal(measured[cols], plain[cols])

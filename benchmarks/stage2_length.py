@@ -30,11 +30,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.guidance import mean_ssim  # noqa: E402
-from iqpfr import conditioned, evaluate, provenance, runtime  # noqa: E402
-from iqpfr.config import load_params  # noqa: E402
-from iqpfr.pipeline import _load_stack  # noqa: E402
-from iqpfr.task import FACE  # noqa: E402
+from benchmarks.guidance import mean_ssim
+from iqpfr import conditioned, evaluate, provenance, runtime
+from iqpfr.config import load_params
+from iqpfr.pipeline import _load_stack
+from iqpfr.task import FACE
 
 OUT = ROOT / "reports/metrics/stage2_length.csv"
 
@@ -63,6 +63,36 @@ def snapshot_rows(model, pairs: dict, weights, step: int, seconds: float) -> lis
     return rows
 
 
+def load_pairs(count: int) -> dict[str, torch.Tensor]:
+    """The first `count` test pairs: LQ, GT and pristine oracle, each (count, 3, R, R) in [0,1]."""
+    return {k: _load_stack(FACE.testset / "pairs", c)[0][:count] for k, c in
+            (("lq", "file"), ("gt", "hq_file"), ("oracle", "oracle_file"))}
+
+
+def measure(params, steps: int, every: int, weights, count: int = 100) -> list[dict]:
+    """Train the params' main model for `steps` steps (in the project root: the working directory)
+    and return `snapshot_rows` every `every` steps, printing each snapshot's rows."""
+    if every < 1 or steps < every:
+        raise ValueError("every must be >= 1 and steps >= every")
+    if not FACE.targets.exists():
+        raise FileNotFoundError(f"{FACE.targets} is missing: run `dvc repro latent_targets` first")
+    s2 = replace(params.stage2, steps=steps, checkpoint_every=every)
+    stack = load_pairs(count)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "restorer.pt"
+        trainer = conditioned.stage2_trainer(params.data, params.degrade, params.vqgan, params.transformer, s2, ckpt,
+                                             progress=lambda msg: None)
+        for until in range(every, steps + 1, every):
+            t0, start = time.perf_counter(), trainer.step
+            trainer.train(until=until, checkpoint=ckpt)
+            per_step = (time.perf_counter() - t0) / max(trainer.step - start, 1)
+            model, _ = conditioned.load_restorer(ckpt, FACE.stage1)  # EMA weights, as the pipeline restores
+            rows += snapshot_rows(model, stack, weights, trainer.step, per_step)
+            print(pd.DataFrame(rows[-len(weights):]).round(4).to_string(index=False), flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=1000)
@@ -72,29 +102,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
-    if args.every < 1 or args.steps < args.every:
-        sys.exit("--every must be >= 1 and --steps >= --every")
     runtime.configure()
     os.chdir(ROOT)  # the stage's files are relative to the project root
     params = load_params(args.params)
-    if not FACE.targets.exists():
-        sys.exit(f"{FACE.targets} is missing: run `dvc repro latent_targets` first")
-    s2 = replace(params.stage2, steps=args.steps, checkpoint_every=args.every)
-    stack = {k: _load_stack(FACE.testset / "pairs", c)[0][:args.count] for k, c in
-             (("lq", "file"), ("gt", "hq_file"), ("oracle", "oracle_file"))}
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpt = Path(tmp) / "restorer.pt"
-        trainer = conditioned.stage2_trainer(params.data, params.degrade, params.vqgan, params.transformer, s2, ckpt,
-                                             progress=lambda msg: None)
-        for until in range(args.every, args.steps + 1, args.every):
-            t0, start = time.perf_counter(), trainer.step
-            trainer.train(until=until, checkpoint=ckpt)
-            per_step = (time.perf_counter() - t0) / max(trainer.step - start, 1)
-            model, _ = conditioned.load_restorer(ckpt, FACE.stage1)  # EMA weights, as the pipeline restores
-            rows += snapshot_rows(model, stack, args.guidance, trainer.step, per_step)
-            print(pd.DataFrame(rows[-len(args.guidance):]).round(4).to_string(index=False), flush=True)
-    table = pd.DataFrame(rows)
+    try:
+        table = pd.DataFrame(measure(params, args.steps, args.every, args.guidance, args.count))
+    except (ValueError, FileNotFoundError) as err:
+        sys.exit(str(err))
     table.to_csv(args.out, index=False, float_format="%.6g")
     provenance.write(args.out, params.data, provenance.sections_of(params),
                      provenance.command("benchmarks/stage2_length.py", argv), models=(str(FACE.stage1), str(FACE.prior)),

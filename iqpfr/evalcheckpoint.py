@@ -70,10 +70,8 @@ def evaluate_checkpoint(checkpoint: str | Path, set_dir: str | Path, out_dir: st
     lpips_fn, identity, fid, unavailable = _optional_metrics(data_cfg, evaluation)
     unavailable.update(judges.unavailable)
     s = evaluation.score if score is None else score
-    if guidance is None and recorded is not None:
-        guidance = recorded
-    elif guidance is None:
-        guidance = section(params, "transformer").guidance if model.cfg.null_bin else 1.0
+    if guidance is None:
+        guidance = recorded if recorded is not None else section(params, "transformer").guidance if model.cfg.null_bin else 1.0
     progress(f"restoring at S = {s}, guidance {guidance}")
     outputs = {"lq": images["lq"], name: restore_at_model_size(model, images["lq"], s, fidelity, evaluation.batch_size,
                                                                progress, guidance)}

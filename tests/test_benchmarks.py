@@ -347,3 +347,38 @@ def test_grid_cost_times_each_part_on_both_grids(root):
             for name in ("f = 4", "f = 2, no attention", "f = 2, no attention, patch 2")]
     assert [(r["tokens"], r["positions"]) for r in rows] == [(256, 256), (1024, 1024), (1024, 256)]
     assert all(r[k] > 0 for r in rows for k in ("encoder_s", "generator_s", "transformer_s"))
+
+
+def test_stage2_length_snapshot_is_the_run_of_that_length(root, in_dir, tiny_project, tmp_path):
+    """Stage II has no learning-rate schedule: the snapshot at step k restores exactly as a k-step
+    run of the main model does; every row's derived columns follow from its measured ones."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from iqpfr import cli, conditioned, notebook
+    from iqpfr.config import load_params
+    from iqpfr.task import FACE
+
+    mod = _benchmark(root, "stage2_length")
+    in_dir(tiny_project)
+    if not (tiny_project / "data/targets/targets.pt").exists():
+        if not (tiny_project / "data/scores/train.csv").exists():
+            notebook.run("notebooks/01_score_dataset.ipynb", "reports/01_score_dataset.ipynb", "params.yaml")
+        assert cli.main(["train", "stage1"]) == 0 and cli.main(["stage", "latent_targets"]) == 0
+    p = load_params("params.yaml")
+    rows = mod.measure(p, steps=4, every=2, weights=[1.0, 2.0], count=4)
+    assert [(r["step"], r["guidance"]) for r in rows] == [(2, 1.0), (2, 2.0), (4, 1.0), (4, 2.0)]
+    for r in rows:
+        assert r["reach"] == pytest.approx(r["ssim_oracle_S0.95"] - r["ssim_oracle_S0.05"])
+        assert r["ssim_over_lq"] == pytest.approx(r["ssim_oracle_S0.95"] - r["lq_ssim_oracle"])
+    conditioned.train_conditioned(p.data, p.degrade, p.vqgan, p.transformer, replace(p.stage2, steps=4),
+                                  progress=lambda m: None, checkpoint=tmp_path / "four.pt", log_csv=tmp_path / "log.csv")
+    model, _ = conditioned.load_restorer(tmp_path / "four.pt", FACE.stage1)
+    plain = pd.DataFrame(mod.snapshot_rows(model, mod.load_pairs(4), [1.0, 2.0], 4, 0.0))
+    measured = pd.DataFrame(rows[2:]).reset_index(drop=True)
+    cols = ["ssim_oracle_S0.95", "ssim_oracle_S0.05", "psnr_gt_S0.95"]
+    pd.testing.assert_frame_equal(measured[cols], plain[cols])
+    with pytest.raises(ValueError, match="every must be"):
+        mod.measure(p, steps=1, every=2, weights=[1.0])
+

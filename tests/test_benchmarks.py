@@ -176,7 +176,7 @@ def test_scoring_benchmark_compares_batches_and_layouts_with_the_loop():
     assert all("seconds" in res[f"folder_scorer_{p}_process"] for p in (1, 2))
 
 
-def test_guidance_rule_takes_the_smallest_w_within_reach_and_cost(root):
+def test_guidance_rule_takes_the_smallest_w_within_both_reaches_and_cost(root):
     import pandas as pd
 
     mod = _benchmark(root, "guidance")
@@ -185,6 +185,9 @@ def test_guidance_rule_takes_the_smallest_w_within_reach_and_cost(root):
     assert mod.choose(t, reach=0.05, cost=0.005) == 3.0
     assert mod.choose(t, reach=0.05, cost=0.001) is None  # w = 3 costs 0.004: refused at a 0.001 budget
     assert mod.choose(t, reach=0.01, cost=0.005) == 1.0
+    t["prior_reach"] = [0.08, 0.12, 0.16, 0.2]  # the prior's score must move too, where the table has it
+    assert mod.choose(t, reach=0.01, cost=0.005, prior_reach=0.15) == 3.0
+    assert mod.choose(t, reach=0.01, cost=0.005, prior_reach=0.25) is None
 
 
 def test_guidance_sweep_measures_every_w_on_a_guided_model(root):

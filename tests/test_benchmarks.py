@@ -385,3 +385,22 @@ def test_stage2_length_snapshot_is_the_run_of_that_length(root, in_dir, tiny_pro
     with pytest.raises(ValueError, match="every must be"):
         mod.measure(p, steps=1, every=2, weights=[1.0])
 
+
+
+def test_prior_attack_raises_the_priors_score_and_keeps_8_bit_snapshots(root):
+    from iqpfr.iqanet import IqaNet, IqaNetConfig
+    from iqpfr.vqgan import DualCodebookVQGAN, VQGANConfig
+
+    mod = _benchmark(root, "prior_adversarial")
+    torch.manual_seed(0)
+    model = DualCodebookVQGAN(VQGANConfig(resolution=16, nf=8, ch_mult=(1, 2), attn_resolutions=(), emb_dim=8,
+                                          codebook_size=16)).eval()
+    prior = IqaNet(IqaNetConfig(width=8, mode="regression"))
+    lq = torch.rand(6, 3, 16, 16)
+    snaps = mod.attack(model, prior, lq, at=[1, 10], lr=0.05, batch=4)
+    assert sorted(snaps) == [1, 10]
+    for y in snaps.values():
+        assert y.shape == lq.shape and torch.equal(y, torch.round(y * 255) / 255) and 0 <= y.min() <= y.max() <= 1
+    with torch.no_grad():
+        assert prior.score(snaps[10]).mean() > prior.score(snaps[1]).mean()  # ascent on the prior's score
+    assert not any(p.requires_grad for p in prior.parameters())  # the attacked prior stays frozen

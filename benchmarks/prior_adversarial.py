@@ -38,6 +38,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.prior_on_outputs import restorer_path
+from benchmarks.prior_on_outputs import true_quality as ssim_oracle
 from iqpfr import evaluate, helper, iqanet, runtime
 from iqpfr.conditioned import load_restorer
 from iqpfr.config import guidance_by_row, load_params
@@ -83,8 +85,7 @@ def test_outputs(root: Path, params, lq: torch.Tensor) -> dict[str, torch.Tensor
     guidance = guidance_by_row(params.transformer, params.variants)
     out = {}
     for r in ROWS:
-        path = root / ("models/stage2/restorer.pt" if r == "iqpfr" else f"models/variants/{r}/restorer.pt")
-        m = load_restorer(path, root / "models/stage1/vqgan.pt", guidance=guidance[r])[0]
+        m = load_restorer(restorer_path(root, r), root / "models/stage1/vqgan.pt", guidance=guidance[r])[0]
         with torch.no_grad():
             out[r] = torch.cat([m.restore(lq[i:i + 64], SCORE) for i in range(0, len(lq), 64)])
             if r == "continuous":
@@ -135,8 +136,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     test = evaluate.load_set(root / "data/testset/pairs")
     outs = test_outputs(root, params, test["lq"])
-    truth = {r: np.array([evaluate.ssim(a.permute(1, 2, 0).numpy(), o.permute(1, 2, 0).numpy())
-                          for a, o in zip(v, test["oracle"])]) for r, v in outs.items()}  # notebook 04's ssim_oracle
+    truth = {r: ssim_oracle(v, test["oracle"]) for r, v in outs.items()}  # notebook 04's ssim_oracle
     rows = []
     for name, net in (("pipeline", pipeline_prior), ("hardened", hardened)):
         row = {"prior": name, **{r: iqanet.spearman(iqanet.predict(net, v), truth[r]) for r, v in outs.items()}}

@@ -79,7 +79,8 @@ def ceiling(stage1_path: Path, testset: Path) -> dict:
 
 
 def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: Path, progress=print,
-                  true_scores: bool = False, scores: torch.Tensor | None = None, seed: int | None = None):
+                  true_scores: bool = False, scores: torch.Tensor | None = None, seed: int | None = None,
+                  batch_size: int | None = None, lr: float | None = None, seconds: dict | None = None):
     """Train each row (name -> "main" or a variant name of the colour task's params) to `steps`, from
     where the pipeline starts it (`colour.finetune`),
     saving its checkpoint at every step in `at` as tmp/<k>/<name>.pt -> {(name, k): path}.
@@ -87,7 +88,9 @@ def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: 
     and score dropouts; the start is the same face row).
     `true_scores`: condition on the GTs' true colour quality instead of the prior's S (an oracle
     score that only the synthetic world has: what a prior that ranked colour perfectly would give);
-    `scores`: condition on these scores (N,) in [0, 1] of the training GTs instead (another prior's S)."""
+    `scores`: condition on these scores (N,) in [0, 1] of the training GTs instead (another prior's S).
+    `batch_size`, `lr`: train with these instead of the params' (a cheaper or faster recipe);
+    `seconds`: filled with {(name, k): training seconds to step k}."""
     if true_scores and scores is not None:
         raise ValueError("true_scores and scores: one source of score bins at a time")
     paths = {}
@@ -95,7 +98,8 @@ def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: 
         p = task_params(params, "colour")
         p = p if which == "main" else variant(p, which)
         s2 = replace(p.stage2, steps=steps, checkpoint_every=steps, log_every=max(steps // 10, 1),
-                     seed=p.stage2.seed if seed is None else seed)
+                     seed=p.stage2.seed if seed is None else seed,
+                     batch_size=batch_size or p.stage2.batch_size, lr=lr or p.stage2.lr)
         trainer = stage2_trainer(p.data, p.degrade, p.vqgan, p.transformer, s2, tmp / f"{name}.run.pt", progress,
                                  COLOUR, finetune_source(params, "colour", which))
         if true_scores:  # the trainer draws each GT's bin from `scores` (N,) in [0, 1], aligned with its images
@@ -111,6 +115,8 @@ def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: 
             path.parent.mkdir(parents=True, exist_ok=True)
             trainer.save(path)
             paths[name, k] = path
+            if seconds is not None:
+                seconds[name, k] = time.time() - t0
             progress(f"{name}: step {k} ({time.time() - t0:.0f} s)")
     return paths
 
@@ -181,6 +187,8 @@ def main() -> None:
                     help="Baseline+ conditioned on the GTs' true colour quality instead of the prior's S")
     ap.add_argument("--prior-images", type=int, default=None,
                     help="Baseline+ conditioned on the S of a colour prior trained on this many labelled images")
+    ap.add_argument("--batch-size", type=int, default=None, help="stage-II batch of both rows (default: the params')")
+    ap.add_argument("--lr", type=float, default=None, help="stage-II learning rate of both rows (default: the params')")
     ap.add_argument("--out", default=None,
                     help="default: reports/metrics/colour_budget[_true_scores|_prior<N>].csv")
     args = ap.parse_args()
@@ -207,9 +215,12 @@ def main() -> None:
         tmp = Path(d)
         rows = {"baseline_plus": "main", "baseline": params.colour.baseline}
         scores = prior_scores(params, args.prior_images, tmp) if args.prior_images else None
-        paths = snapshot_rows(params, rows, args.steps, args.at, tmp, true_scores=args.true_scores, scores=scores)
+        seconds: dict = {}
+        paths = snapshot_rows(params, rows, args.steps, args.at, tmp, true_scores=args.true_scores, scores=scores,
+                              batch_size=args.batch_size, lr=args.lr, seconds=seconds)
         own = cp.stage2.steps
-        if own in args.at and not args.true_scores and scores is None:  # a snapshot is the shorter run: checked on the pipeline's models
+        recipe = args.batch_size in (None, cp.stage2.batch_size) and args.lr in (None, cp.stage2.lr)
+        if own in args.at and recipe and not args.true_scores and scores is None:  # a snapshot is the shorter run: checked on the pipeline's models
             same = (same_weights(paths["baseline_plus", own], COLOUR.stage2)
                     and same_weights(paths["baseline", own], COLOUR.variants / params.colour.baseline / "restorer.pt"))
             print(f"snapshot at step {own} equals the pipeline's {own}-step models: {same}")
@@ -217,7 +228,8 @@ def main() -> None:
         for k in args.at:
             r = evaluate_snapshot(paths["baseline_plus", k], paths["baseline", k], tmp, params.evaluation.score,
                                   cp.transformer.guidance)
-            rows.append({"steps": k, **r})
+            rows.append({"steps": k, "batch_size": args.batch_size or cp.stage2.batch_size, "lr": args.lr or cp.stage2.lr,
+                         **{f"train_seconds_{name}": seconds[name, k] for name in ("baseline_plus", "baseline")}, **r})
             print(pd.DataFrame(rows).round(4).to_string(index=False))
     pd.DataFrame(rows).to_csv(out, index=False, float_format="%.6g")
     stamp(out)

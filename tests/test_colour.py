@@ -174,6 +174,10 @@ def test_colour_stages_and_notebook_on_the_tiny_profile(tiny_project, tmp_path, 
     assert bench.same_weights(paths["baseline_plus", steps], task.COLOUR.stage2)
     assert bench.same_weights(paths["baseline", steps], baseline)
     assert not bench.same_weights(paths["baseline", steps + 2], baseline)
+    seconds: dict = {}  # another batch size is another run, timed
+    half = bench.snapshot_rows(p, {"baseline_plus": "main"}, steps, [steps], tmp_path / "half", progress=lambda *_: None,
+                               batch_size=max(1, cp.stage2.batch_size // 2), seconds=seconds)
+    assert not bench.same_weights(half["baseline_plus", steps], task.COLOUR.stage2) and seconds["baseline_plus", steps] > 0
     oracle = bench.snapshot_rows(p, {"baseline_plus": "main"}, steps, [steps], tmp_path / "oracle",
                                  progress=lambda *_: None, true_scores=True)  # bins from the GTs' true quality
     assert not bench.same_weights(oracle["baseline_plus", steps], task.COLOUR.stage2)

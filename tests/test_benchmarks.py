@@ -404,3 +404,32 @@ def test_prior_attack_raises_the_priors_score_and_keeps_8_bit_snapshots(root):
     with torch.no_grad():
         assert prior.score(snaps[10]).mean() > prior.score(snaps[1]).mean()  # ascent on the prior's score
     assert not any(p.requires_grad for p in prior.parameters())  # the attacked prior stays frozen
+
+
+def test_prior_overoptimisation_designs_parse_and_ensembles_average(root):
+    from iqpfr.config import load_params
+
+    mod = _benchmark(root, "prior_overoptimisation")
+    prior = load_params(root / "profiles" / "default.yaml").prior
+    assert mod.parse_design("", prior) == ("pipeline", prior, 1)
+    label, changed, members = mod.parse_design("input_pool=2,ensemble=3", prior)
+    assert (label, changed.input_pool, members) == ("input_pool=2,ensemble=3", 2, 3)
+    assert changed.width == prior.width and changed.seed == prior.seed  # only what was asked changes
+    with pytest.raises(SystemExit, match="widht"):
+        mod.parse_design("widht=32", prior)
+
+    class Affine(torch.nn.Module):  # a stand-in prior: Q(x) = a * mean(x) + b
+        def __init__(self, a: float, b: float):
+            super().__init__()
+            self.a, self.b = a, b
+
+        def forward(self, x):
+            return self.a * x.mean((1, 2, 3)) + self.b
+
+    x = torch.rand(4, 3, 8, 8, requires_grad=True)
+    q = mod.MeanQuality([Affine(1.0, 0.0), Affine(0.5, 0.2)])
+    out = q(x)
+    assert out.shape == (4,)
+    torch.testing.assert_close(out, 0.75 * x.mean((1, 2, 3)) + 0.1)
+    out.sum().backward()  # the quality loss needs the ensemble's gradient in the image
+    torch.testing.assert_close(x.grad, torch.full_like(x, 0.75 / (3 * 8 * 8)))

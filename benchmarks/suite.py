@@ -22,7 +22,7 @@ Cases
   GroupNorm in fp32 ("bf16-gn32", a design measurement: `groupnorm_in_fp32`), each in its own
   process (peak memory per case); the ratios in the same run.
 - scoring: the learned prior and NIQE over the same images (--score-images, 256), a per-image loop
-  against batches of 16, 32 and the default profile's scoring.batch_size (the learned prior also in
+  against batches of 8, 16, 32 and the default profile's scoring.batch_size (the learned prior also in
   channels_last, and with --compile also compiled, one static graph per batch size), and the folder scorer
   (`iqpfr score`: decode + score, streamed) with 1 and 2 processes.
 
@@ -431,7 +431,7 @@ def _interleaved(loop, variants: dict, repeats: int) -> tuple[float, dict]:
 def case_scoring(args) -> dict:
     """Per-image loop against batches for the learned prior and NIQE, and the folder scorer.
 
-    Batches of 16, 32 and the default profile's `scoring.batch_size` (64); for the learned prior also
+    Batches of 8, 16, 32 and the default profile's `scoring.batch_size` (64); for the learned prior also
     in channels_last, and with --compile compiled (`dynamic=False`: one static graph per batch size
     and layout). Each speedup is the median over interleaved rounds of the loop's time over the
     variant's, each round timing the loop just before the variant. `batched_speedup` is the
@@ -463,7 +463,7 @@ def case_scoring(args) -> dict:
                 def prepare(layout, mf=mf, m=m):
                     m.module.to(memory_format=layout or mf)
 
-                for b in sorted({16, 32, configured}):
+                for b in sorted({8, 16, 32, configured}):
                     for key, fn in ((f"batch{b}{suffix}", m), (f"batch{b}_compiled{suffix}", compiled)):
                         if fn is None:
                             continue

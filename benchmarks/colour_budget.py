@@ -121,6 +121,14 @@ def snapshot_rows(params, rows: dict[str, str], steps: int, at: list[int], tmp: 
     return paths
 
 
+def measured_models(params) -> list[str]:
+    """The files this benchmark's figures depend on (paths in the project): the frozen stage I, the
+    face rows the colour rows start from and the colour prior. Notebook 06 shows the figures only
+    while they are the project's own (iqpfr.provenance)."""
+    starts = [finetune_source(params, "colour", row) for row in ("main", params.colour.baseline)]
+    return [str(COLOUR.stage1), *(str(p) for p in starts if p is not None), str(COLOUR.prior)]
+
+
 def same_weights(a: Path, b: Path) -> bool:
     """Whether two stage-II checkpoints hold bit-identical EMA weights."""
     wa, wb = (torch.load(p, map_location="cpu", weights_only=True)["ema"] for p in (a, b))
@@ -208,7 +216,8 @@ def main() -> None:
     ceiling_json.write_text(json.dumps(cei, indent=1) + "\n")
 
     def stamp(path: Path) -> None:  # iqpfr.provenance: what this run measured, for notebook 06
-        provenance.write(path, cp.data, provenance.sections_of(cp), provenance.command("benchmarks/colour_budget.py", None))
+        provenance.write(path, cp.data, provenance.sections_of(cp), provenance.command("benchmarks/colour_budget.py", None),
+                         models=measured_models(params), root=ROOT)
 
     stamp(ceiling_json)
     with tempfile.TemporaryDirectory() as d:

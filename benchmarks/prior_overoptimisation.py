@@ -19,8 +19,8 @@ stage normalises it:
 
 `--designs` are overrides of params.yaml `prior` ("" is the pipeline's own recipe, loaded from
 models/prior/iqanet.pt rather than retrained; `ensemble=N`: N seeds of the recipe, their normalised
-scores averaged). Not a pipeline stage: adopting a design retrains
-every stage after the prior (about 3 hours on 2 cores).
+scores averaged). Not a pipeline stage: adopting a design retrains every stage after the prior
+(about 3 hours on 2 cores).
 
     python benchmarks/prior_overoptimisation.py --root <a project after dvc repro> --designs "" input_pool=2 ensemble=3
 
@@ -85,10 +85,10 @@ class MeanQuality(torch.nn.Module):
         return torch.stack([q(x) for q in self.members]).mean(0)
 
 
-def candidate(prior, members: int, pipeline_prior, tmp: Path):
+def candidate(prior, members: int, pipeline_prior, gts: torch.Tensor, tmp: Path):
     """The candidate's differentiable Q: the pipeline's prior where its settings (`pipeline_prior`,
     seed included) are asked for (loaded, not retrained), else trained here; an ensemble is the mean
-    of its members."""
+    of its members. `gts` (N, 3, R, R): the training GTs each member is normalised over."""
     qs = []
     for i in range(members):
         p = replace(prior, seed=prior.seed + i)
@@ -97,7 +97,7 @@ def candidate(prior, members: int, pipeline_prior, tmp: Path):
         else:
             path = tmp / f"prior_{len(list(tmp.glob('prior_*.pt')))}.pt"
             iqanet.save(path, train_candidate(p), {"settings": str(p)})
-        qs.append(differentiable(path))
+        qs.append(differentiable(path, gts))
     return qs[0] if members == 1 else MeanQuality(qs)
 
 
@@ -114,10 +114,10 @@ def train_candidate(prior) -> iqanet.IqaNet:
     return net.eval()
 
 
-def differentiable(path: Path) -> quality.DifferentiableQuality:
-    """Q(x) of the prior at `path`, min-max normalised over the world's training GTs (the score stage's map)."""
+def differentiable(path: Path, gts: torch.Tensor) -> quality.DifferentiableQuality:
+    """Q(x) of the prior at `path`, min-max normalised over the training GTs `gts` (N, 3, R, R) in
+    [0, 1] (the score stage's map)."""
     metric = quality.make_metric("learned", "cpu", path, as_loss=True)
-    gts, _ = _load_stack(FACE.world / "train")
     with torch.no_grad():
         raw = torch.cat([metric(gts[i:i + 64]) for i in range(0, len(gts), 64)]).numpy()
     stats = quality.NormStats.fit({"learned": raw}, {"learned": metric}, ["learned"])
@@ -125,7 +125,7 @@ def differentiable(path: Path) -> quality.DifferentiableQuality:
 
 
 @torch.no_grad()
-def judged(q: quality.DifferentiableQuality, x: torch.Tensor, truth: np.ndarray) -> dict:
+def judged(q: torch.nn.Module, x: torch.Tensor, truth: np.ndarray) -> dict:
     """How the prior judges outputs x (N, 3, R, R) whose true quality is `truth` (N,)."""
     s = torch.cat([q(x[i:i + 64]) for i in range(0, len(x), 64)]).numpy()
     return {"spearman": iqanet.spearman(s, truth), "mean_S": float(s.mean()), "at_ceiling": float((s >= 0.999).mean()),
@@ -164,22 +164,24 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     test = evaluate.load_set(Path("data/testset/pairs"))
     committed = test_outputs(Path("."), params, test["lq"])
     truth = {r: ssim_oracle(x, test["oracle"]) for r, x in committed.items()}
+    gts, _ = _load_stack(FACE.world / "train")
+    xv, dv = _load_stack(FACE.iqa / "val")
+    start, _ = load_restorer(FACE.variants / START / "restorer.pt", FACE.stage1, ema=False)  # where fine-tuning starts
+    before = latent_decoding(start, test["lq"])
+    before_truth = ssim_oracle(before, test["oracle"])
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for text in args.designs:
             t0 = time.time()
             label, prior, members = parse_design(text, params.prior)
-            q = candidate(prior, members, params.prior, tmp)
+            q = candidate(prior, members, params.prior, gts, tmp)
             seconds_prior = time.time() - t0
             row = {"design": label, "prior_seconds": round(seconds_prior, 1)}
-            xv, dv = _load_stack(FACE.iqa / "val")
             row["spearman_iqa_val"] = judged(q, xv, dv["true_quality"].to_numpy())["spearman"]
             for r, x in committed.items():
                 row[f"committed_{r}"] = judged(q, x, truth[r])["spearman"]
-            start, _ = load_restorer(FACE.variants / START / "restorer.pt", FACE.stage1, ema=False)  # where fine-tuning starts
-            before = latent_decoding(start, test["lq"])
-            row.update({f"before_{k}": v for k, v in judged(q, before, ssim_oracle(before, test["oracle"])).items()})
+            row.update({f"before_{k}": v for k, v in judged(q, before, before_truth).items()})
             t1 = time.time()
             trainer = over_optimise(params, q, args.steps, tmp / f"{len(rows)}_{args.steps}")
             after = latent_decoding(trainer.m, test["lq"])

@@ -24,7 +24,8 @@ scores averaged). Not a pipeline stage: adopting a design retrains every stage a
 
     python benchmarks/prior_overoptimisation.py --root <a project after dvc repro> --designs "" input_pool=2 ensemble=3
 
-Writes reports/experiments/prior_overoptimisation/prior_overoptimisation.csv (one row per design).
+Writes reports/experiments/prior_overoptimisation/prior_overoptimisation.csv (one row per design
+and fine-tuning length).
 """
 from __future__ import annotations
 
@@ -138,23 +139,27 @@ def latent_decoding(model, lq: torch.Tensor) -> torch.Tensor:
     return torch.cat([model.restore(lq[i:i + 64], SCORE, continuous=True) for i in range(0, len(lq), 64)])
 
 
-def over_optimise(params, q, steps: int, tmp: Path, progress=print):
-    """The START row fine-tuned `steps` steps with the continuous quality loss against q: its trainer."""
+def over_optimiser(params, q, steps: int, tmp: Path, progress=print):
+    """The trainer that fine-tunes the START row up to `steps` steps with the continuous quality loss
+    against q (not yet run: `train(until=k)` runs it to step k)."""
     p = variant(params, "continuous")
-    s2 = replace(p.stage2, steps=steps, quality_start=0, checkpoint_every=steps, log_every=max(steps // 5, 1))
+    s2 = replace(p.stage2, steps=steps, quality_start=0, checkpoint_every=steps, log_every=max(steps // 10, 1))
     trainer = stage2_trainer(p.data, p.degrade, p.vqgan, p.transformer, s2, tmp / "run.pt", progress, FACE,
                              FACE.variants / START / "restorer.pt")
     trainer.q = q
-    trainer.train(progress=lambda r: progress(f"  step {r['step']}: quality loss {r['quality']:.3f}, "
-                                              f"Q {r['q_mean']:.3f}, {r['seconds']:.2f} s/step"))
     return trainer
+
+
+def log_line(r: dict) -> str:
+    return f"  step {r['step']}: quality loss {r['quality']:.3f}, Q {r['q_mean']:.3f}, {r['seconds']:.2f} s/step"
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=str(ROOT), help="the project whose data and models are measured")
     ap.add_argument("--designs", nargs="+", default=["", "input_pool=2"], help="overrides of params.yaml prior")
-    ap.add_argument("--steps", type=int, default=200, help="fine-tuning steps against each candidate")
+    ap.add_argument("--steps", type=int, nargs="+", default=[200],
+                    help="fine-tuning steps against each candidate; several: snapshots of one run, one row each")
     ap.add_argument("--out", default=str(ROOT / "reports/experiments/prior_overoptimisation/prior_overoptimisation.csv"))
     args = ap.parse_args(argv)
     out = Path(args.out).resolve()
@@ -182,13 +187,15 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             for r, x in committed.items():
                 row[f"committed_{r}"] = judged(q, x, truth[r])["spearman"]
             row.update({f"before_{k}": v for k, v in judged(q, before, before_truth).items()})
+            trainer = over_optimiser(params, q, max(args.steps), tmp / f"{len(rows)}")
             t1 = time.time()
-            trainer = over_optimise(params, q, args.steps, tmp / f"{len(rows)}_{args.steps}")
-            after = latent_decoding(trainer.m, test["lq"])
-            row.update({f"after_{k}": v for k, v in judged(q, after, ssim_oracle(after, test["oracle"])).items()})
-            row["finetune_seconds"] = round(time.time() - t1, 1)
-            rows.append(row)
-            print(pd.DataFrame(rows).set_index("design").T.round(3).to_string(), flush=True)
+            for k in sorted(args.steps):
+                trainer.train(until=k, progress=lambda r: print(log_line(r), flush=True))
+                seconds = time.time() - t1
+                after = latent_decoding(trainer.m, test["lq"])
+                rows.append({**row, "steps": k, "finetune_seconds": round(seconds, 1),
+                             **{f"after_{m}": v for m, v in judged(q, after, ssim_oracle(after, test["oracle"])).items()}})
+            print(pd.DataFrame(rows).set_index(["design", "steps"]).T.round(3).to_string(), flush=True)
     table = pd.DataFrame(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False, float_format="%.6g")

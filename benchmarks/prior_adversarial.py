@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.prior_on_outputs import restorer_path
+from benchmarks.prior_on_outputs import fit_prior, restorer_path
 from benchmarks.prior_on_outputs import true_quality as ssim_oracle
 from iqpfr import evaluate, helper, iqanet, runtime
 from iqpfr.conditioned import load_restorer
@@ -127,11 +127,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     xs = [x] + ([extra[0]] if extra is not None else []) + [v for v, _ in attacked.values()]
     qs = [df["true_quality"].to_numpy()] + ([extra[1]] if extra is not None else []) + [q for _, q in attacked.values()]
     xv, dv = _load_stack(root / "data/iqa/val")
-    p = params.prior
-    torch.manual_seed(p.seed)
-    hardened = iqanet.IqaNet(iqanet.IqaNetConfig(width=p.width, mode="regression", input_pool=p.input_pool))
-    iqanet.train_regression(hardened, torch.cat(xs), torch.tensor(np.concatenate(qs), dtype=torch.float32),
-                            p.epochs, p.batch_size, p.lr, p.seed, {}, log=lambda line: None)
+    hardened = fit_prior(params.prior, torch.cat(xs), torch.tensor(np.concatenate(qs), dtype=torch.float32))
     print(f"hardened prior trained on {sum(len(a) for a in xs)} images ({time.time() - t0:.0f} s)", flush=True)
 
     test = evaluate.load_set(root / "data/testset/pairs")

@@ -83,14 +83,21 @@ def probe_set(params, count: int, seed: int, tmp: Path) -> tuple[torch.Tensor, t
     return lq, oracle
 
 
-def train_prior(prior, images: list[torch.Tensor], labels: list[np.ndarray], xv: torch.Tensor, dv: pd.DataFrame):
-    """The pipeline's recipe (pipeline.train_prior) on the concatenated images (N, 3, R, R) and labels (N,)."""
+def fit_prior(prior, x: torch.Tensor, q: torch.Tensor, evals: dict | None = None) -> iqanet.IqaNet:
+    """The pipeline's recipe (pipeline.train_prior, synthetic source) with `prior`'s settings
+    (params.yaml `prior`) on images x (N, 3, R, R) in [0, 1] labelled q (N,); `evals` as
+    iqanet.train_regression takes them (only reported)."""
     torch.manual_seed(prior.seed)
-    net = iqanet.IqaNet(iqanet.IqaNetConfig(width=prior.width, mode="regression"))
-    iqanet.train_regression(net, torch.cat(images), torch.tensor(np.concatenate(labels), dtype=torch.float32),
-                            prior.epochs, prior.batch_size, prior.lr, prior.seed,
-                            {"val": (xv, dv["true_quality"].to_numpy())}, log=lambda line: None)
+    net = iqanet.IqaNet(iqanet.IqaNetConfig(width=prior.width, mode="regression", input_pool=prior.input_pool))
+    iqanet.train_regression(net, x, q, prior.epochs, prior.batch_size, prior.lr, prior.seed, evals or {},
+                            log=lambda line: None)
     return net
+
+
+def train_prior(prior, images: list[torch.Tensor], labels: list[np.ndarray], xv: torch.Tensor, dv: pd.DataFrame):
+    """`fit_prior` on the concatenated images (N, 3, R, R) and labels (N,), validated on (xv, dv)."""
+    return fit_prior(prior, torch.cat(images), torch.tensor(np.concatenate(labels), dtype=torch.float32),
+                     {"val": (xv, dv["true_quality"].to_numpy())})
 
 
 def agreement(net, outs: dict[str, torch.Tensor], truth: dict[str, np.ndarray]) -> dict[str, float]:

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.prior_adversarial import test_outputs
+from benchmarks.prior_on_outputs import fit_prior
 from benchmarks.prior_on_outputs import true_quality as ssim_oracle
 from iqpfr import evaluate, iqanet, quality, runtime
 from iqpfr.conditioned import load_restorer, stage2_trainer
@@ -103,16 +104,13 @@ def candidate(prior, members: int, pipeline_prior, gts: torch.Tensor, tmp: Path)
 
 
 def train_candidate(prior) -> iqanet.IqaNet:
-    """The pipeline's recipe (pipeline.train_prior, synthetic source) with `prior`'s settings."""
-    torch.manual_seed(prior.seed)
-    net = iqanet.IqaNet(iqanet.IqaNetConfig(width=prior.width, mode="regression", input_pool=prior.input_pool))
+    """`fit_prior` with `prior`'s settings on the pipeline prior's data (the IQA split + the helper's outputs)."""
     x, df = _load_stack(FACE.iqa / "train")
     q = torch.tensor(df["true_quality"].to_numpy(), dtype=torch.float32)
     extra = helper_set()
     if extra is not None:
         x, q = torch.cat([x, extra[0]]), torch.cat([q, torch.tensor(extra[1], dtype=torch.float32)])
-    iqanet.train_regression(net, x, q, prior.epochs, prior.batch_size, prior.lr, prior.seed, {}, log=lambda line: None)
-    return net.eval()
+    return fit_prior(prior, x, q).eval()
 
 
 def differentiable(path: Path, gts: torch.Tensor) -> quality.DifferentiableQuality:

@@ -19,7 +19,8 @@ stage normalises it:
 
 `--designs` are overrides of params.yaml `prior` ("" is the pipeline's own recipe, loaded from
 models/prior/iqanet.pt rather than retrained; `ensemble=N`: N seeds of the recipe, their normalised
-scores averaged). Not a pipeline stage: adopting a design retrains every stage after the prior
+scores averaged; `harden=R`: R rounds of over-optimised helper restorations added to the prior's data,
+benchmarks/prior_hardening.py). Not a pipeline stage: adopting a design retrains every stage after the prior
 (about 3 hours on 2 cores).
 
     python benchmarks/prior_overoptimisation.py --root <a project after dvc repro> --designs "" input_pool=2 ensemble=3
@@ -45,6 +46,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.prior_adversarial import test_outputs
+from benchmarks.prior_hardening import (
+    Hardening,
+    helper_model,
+    iqa_split,
+    over_optimised,
+)
 from benchmarks.prior_on_outputs import fit_prior
 from benchmarks.prior_on_outputs import true_quality as ssim_oracle
 from iqpfr import evaluate, iqanet, quality, runtime
@@ -58,22 +65,31 @@ SCORE = 0.95
 START = "no_quality_loss"  # the row fine-tuned against each candidate: trained without any prior
 
 
-def parse_design(text: str, prior) -> tuple[str, object, int]:
-    """"key=value,key=value" overrides of a PriorConfig -> (label, config, members); "" is the
-    pipeline's. The key `ensemble=N` asks for N priors of that recipe with seeds seed .. seed + N - 1,
-    their normalised scores averaged (as the score stage averages an ensemble's members)."""
+def parse_design(text: str, prior) -> tuple[str, object, int, Hardening | None]:
+    """"key=value,key=value" overrides of a PriorConfig -> (label, config, members, hardening); "" is
+    the pipeline's. The key `ensemble=N` asks for N priors of that recipe with seeds seed .. seed +
+    N - 1, their normalised scores averaged (as the score stage averages an ensemble's members);
+    `harden=R` for R rounds of over-optimised helper outputs (benchmarks/prior_hardening.py), whose
+    settings `harden_<field>=value` change (e.g. harden_weight=0.5)."""
     if not text:
-        return "pipeline", prior, 1
-    changes, members = {}, 1
+        return "pipeline", prior, 1, None
+    changes, members, hardening = {}, 1, {}
     for item in text.split(","):
         key, _, value = item.partition("=")
         if key == "ensemble":
             members = int(value)
-            continue
-        if not hasattr(prior, key):
+        elif key == "harden" or key.startswith("harden_"):
+            field = "rounds" if key == "harden" else key.removeprefix("harden_")
+            if not hasattr(Hardening, field):
+                raise SystemExit(f"unknown hardening key {key!r} in design {text!r}")
+            hardening[field] = type(getattr(Hardening(), field))(value)
+        elif hasattr(prior, key):
+            changes[key] = type(getattr(prior, key))(value)
+        else:
             raise SystemExit(f"unknown prior key {key!r} in design {text!r}")
-        changes[key] = type(getattr(prior, key))(value)
-    return text, replace(prior, **changes), members
+    if hardening and members > 1:
+        raise SystemExit(f"design {text!r}: hardening and an ensemble are not combined")
+    return text, replace(prior, **changes), members, Hardening(**hardening) if hardening else None
 
 
 class MeanQuality(torch.nn.Module):
@@ -87,30 +103,55 @@ class MeanQuality(torch.nn.Module):
         return torch.stack([q(x) for q in self.members]).mean(0)
 
 
-def candidate(prior, members: int, pipeline_prior, gts: torch.Tensor, tmp: Path):
-    """The candidate's differentiable Q: the pipeline's prior where its settings (`pipeline_prior`,
+def candidate(prior, members: int, hardening: Hardening | None, params, gts: torch.Tensor, tmp: Path):
+    """The candidate's differentiable Q: the pipeline's prior where its settings (`params.prior`,
     seed included) are asked for (loaded, not retrained), else trained here; an ensemble is the mean
-    of its members. `gts` (N, 3, R, R): the training GTs each member is normalised over."""
+    of its members; a hardened prior starts from the plain one. `gts` (N, 3, R, R): the training GTs
+    each prior is normalised over."""
     qs = []
     for i in range(members):
         p = replace(prior, seed=prior.seed + i)
-        if p == pipeline_prior:
-            path = FACE.prior
-        else:
-            path = tmp / f"prior_{len(list(tmp.glob('prior_*.pt')))}.pt"
-            iqanet.save(path, train_candidate(p), {"settings": str(p)})
+        path = FACE.prior if p == params.prior else saved(train_candidate(p), p, tmp)
+        if hardening is not None:
+            path = harden(path, p, hardening, params, gts, tmp)
         qs.append(differentiable(path, gts))
     return qs[0] if members == 1 else MeanQuality(qs)
 
 
-def train_candidate(prior) -> iqanet.IqaNet:
-    """`fit_prior` with `prior`'s settings on the pipeline prior's data (the IQA split + the helper's outputs)."""
+def saved(net: iqanet.IqaNet, prior, tmp: Path) -> Path:
+    path = tmp / f"prior_{len(list(tmp.glob('prior_*.pt')))}.pt"
+    iqanet.save(path, net, {"settings": str(prior)})
+    return path
+
+
+def pipeline_prior_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """The pipeline prior's training data: the IQA split + the helper's outputs, (N, 3, R, R) and (N,)."""
     x, df = _load_stack(FACE.iqa / "train")
     q = torch.tensor(df["true_quality"].to_numpy(), dtype=torch.float32)
     extra = helper_set()
     if extra is not None:
         x, q = torch.cat([x, extra[0]]), torch.cat([q, torch.tensor(extra[1], dtype=torch.float32)])
-    return fit_prior(prior, x, q).eval()
+    return x, q
+
+
+def train_candidate(prior) -> iqanet.IqaNet:
+    """`fit_prior` with `prior`'s settings on the pipeline prior's data."""
+    return fit_prior(prior, *pipeline_prior_data()).eval()
+
+
+def harden(path: Path, prior, h: Hardening, params, gts: torch.Tensor, tmp: Path) -> Path:
+    """R rounds of benchmarks/prior_hardening.py starting from the prior at `path`; the last round's prior."""
+    x, q = pipeline_prior_data()
+    x_iqa, oracle, q_iqa = iqa_split()
+    helper = helper_model(params, x_iqa, q_iqa)
+    for r in range(h.rounds):
+        t0 = time.time()
+        xa, qa = over_optimised(helper, differentiable(path, gts), x_iqa, oracle, params, h, params.helper.seed + 1 + r)
+        x, q = torch.cat([x, xa]), torch.cat([q, torch.tensor(qa, dtype=torch.float32)])
+        path = saved(fit_prior(prior, x, q).eval(), prior, tmp)
+        print(f"hardening round {r + 1}: {len(xa)} over-optimised helper outputs, prior trained on {len(x)} "
+              f"images ({time.time() - t0:.0f} s)", flush=True)
+    return path
 
 
 def differentiable(path: Path, gts: torch.Tensor) -> quality.DifferentiableQuality:
@@ -177,8 +218,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         tmp = Path(d)
         for text in args.designs:
             t0 = time.time()
-            label, prior, members = parse_design(text, params.prior)
-            q = candidate(prior, members, params.prior, gts, tmp)
+            label, prior, members, hardening = parse_design(text, params.prior)
+            q = candidate(prior, members, hardening, params, gts, tmp)
             seconds_prior = time.time() - t0
             row = {"design": label, "prior_seconds": round(seconds_prior, 1)}
             row["spearman_iqa_val"] = judged(q, xv, dv["true_quality"].to_numpy())["spearman"]

@@ -411,12 +411,16 @@ def test_prior_overoptimisation_designs_parse_and_ensembles_average(root):
 
     mod = _benchmark(root, "prior_overoptimisation")
     prior = load_params(root / "profiles" / "default.yaml").prior
-    assert mod.parse_design("", prior) == ("pipeline", prior, 1)
-    label, changed, members = mod.parse_design("input_pool=2,ensemble=3", prior)
-    assert (label, changed.input_pool, members) == ("input_pool=2,ensemble=3", 2, 3)
+    assert mod.parse_design("", prior) == ("pipeline", prior, 1, None)
+    label, changed, members, hardening = mod.parse_design("input_pool=2,ensemble=3", prior)
+    assert (label, changed.input_pool, members, hardening) == ("input_pool=2,ensemble=3", 2, 3, None)
     assert changed.width == prior.width and changed.seed == prior.seed  # only what was asked changes
-    with pytest.raises(SystemExit, match="widht"):
-        mod.parse_design("widht=32", prior)
+    _, same, _, hardening = mod.parse_design("harden=3,harden_weight=0.5", prior)
+    assert same == prior and (hardening.rounds, hardening.weight) == (3, 0.5)
+    assert hardening.steps == type(hardening)().steps  # the other hardening settings keep their defaults
+    for bad in ("widht=32", "harden_wieght=1", "harden=2,ensemble=3"):
+        with pytest.raises(SystemExit, match="widht|wieght|not combined"):
+            mod.parse_design(bad, prior)
 
     class Affine(torch.nn.Module):  # a stand-in prior: Q(x) = a * mean(x) + b
         def __init__(self, a: float, b: float):
@@ -433,3 +437,35 @@ def test_prior_overoptimisation_designs_parse_and_ensembles_average(root):
     torch.testing.assert_close(out, 0.75 * x.mean((1, 2, 3)) + 0.1)
     out.sum().backward()  # the quality loss needs the ensemble's gradient in the image
     torch.testing.assert_close(x.grad, torch.full_like(x, 0.75 / (3 * 8 * 8)))
+
+
+def test_prior_hardening_round_pushes_the_prior_up_and_labels_every_snapshot(root):
+    """One hardening round on a tiny random helper: only the encoder moves, the prior's score of the
+    snapshots rises along the fine-tuning, and every snapshot image carries its true quality."""
+    import copy as copy_module
+    from dataclasses import replace
+
+    from iqpfr.config import load_params
+    from iqpfr.vqgan import DualCodebookVQGAN, VQGANConfig
+
+    mod = importlib.import_module("benchmarks.prior_hardening")  # a dataclass module: imported by name
+    params = load_params(root / "profiles" / "default.yaml")
+    torch.manual_seed(0)
+    helper = DualCodebookVQGAN(VQGANConfig(resolution=32, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(),
+                                           emb_dim=8, codebook_size=16, disc_nf=8, disc_layers=1, fusion_heads=2)).eval()
+    before = copy_module.deepcopy(helper.state_dict())
+
+    class Brightness(torch.nn.Module):  # a stand-in prior, fooled by bright images: Q(x) = mean(x)
+        def forward(self, x):
+            return x.mean((1, 2, 3))
+
+    x = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 0.5
+    oracle = x.clone()
+    h = replace(mod.Hardening(), steps=40, snapshots=2, per_snapshot=6, batch_size=4, lr=1e-2, weight=10.0)
+    images, labels = mod.over_optimised(helper, Brightness(), x, oracle, params, h, seed=3, progress=lambda line: None)
+    assert images.shape == (12, 3, 32, 32) and labels.shape == (12,)
+    assert torch.equal(images, torch.round(images * 255) / 255) and 0 <= images.min() <= images.max() <= 1
+    assert ((0 <= labels) & (labels <= 1)).all()
+    assert images[6:].mean() > images[:6].mean()  # the later snapshot is pushed further up the prior
+    for name, value in helper.state_dict().items():  # the helper handed in is left as it was
+        assert torch.equal(value, before[name]), name
